@@ -1,0 +1,1 @@
+"""Temporal activities: every side effect of an execution lives here."""

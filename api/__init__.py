@@ -1,0 +1,1 @@
+"""The public HTTP API: thin Starlette handlers over the execution service."""

@@ -1,0 +1,108 @@
+"""The Starlette application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from temporalio.client import Client
+
+from api import routes
+from api.auth import TokenResolver
+from api.deps import Deps, WorkflowCatalog
+from api.errors import ApiError, envelope, handle_api_error
+from api.ratelimit import RateLimiter
+from api.request_id import RequestIdMiddleware
+from api.service import ExecutionService
+from tollway.db import create_schema, make_engine
+from tollway.settings import Settings, get_settings
+from tollway.temporal import connect
+
+log = structlog.get_logger("tollway.api")
+
+_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
+    return Deps(
+        settings=settings,
+        engine=engine,
+        service=ExecutionService(
+            client,
+            settings.task_queue,
+            request_deadline=settings.request_deadline_seconds,
+            query_timeout=settings.query_timeout_seconds,
+        ),
+        tokens=TokenResolver(engine, settings.auth_cache_seconds),
+        workflows=WorkflowCatalog(engine, settings.auth_cache_seconds),
+        rate_limiter=RateLimiter(settings.rate_limit_storage),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        envelope(exc.status_code, str(exc.detail), error=_REASONS.get(exc.status_code, "error")),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return JSONResponse(
+        envelope(500, "Internal error; quote the request id when reporting it.", error="internal"),
+        status_code=500,
+    )
+
+
+async def _health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Starlette:
+    """Build the app. Tests hand in ``deps`` (their Temporal client and engine); otherwise
+    the lifespan connects with ``settings``."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if deps is not None:
+            app.state.deps = deps
+            yield
+            return
+        engine = make_engine(settings.database_url)
+        create_schema(engine)
+        client = await connect(settings)
+        app.state.deps = build_deps(settings, client, engine)
+        log.info("api started", temporal=settings.temporal_address)
+        yield
+        engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", _health),
+            Route(
+                "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
+            ),
+            Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    if deps is not None:
+        app.state.deps = deps
+    return app

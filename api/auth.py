@@ -1,0 +1,67 @@
+"""Who is calling: an API token (looked up by hash, cached briefly) or a client token."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+from sqlalchemy import Engine
+from starlette.requests import Request
+
+from api.errors import unauthorized
+from tollway.admin import find_token, hash_token
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    organization_id: str
+    scopes: frozenset[str]
+    rate_limit: str
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class TokenResolver:
+    """Resolves API tokens to principals. A small TTL cache keeps the database off the hot
+    path; a revoked token stops working within ``ttl`` seconds."""
+
+    def __init__(self, engine: Engine, ttl: float, max_entries: int = 10_000) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._max = max_entries
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def _lookup(self, token: str) -> Principal | None:
+        row = find_token(self._engine, token)
+        if row is None:
+            return None
+        return Principal(row.id, row.organization_id, frozenset(row.scopes), row.rate_limit)
+
+    async def resolve(self, token: str) -> Principal | None:
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await anyio.to_thread.run_sync(self._lookup, token)
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, principal)
+        return principal
+
+    async def require(self, request: Request) -> Principal:
+        token = bearer_token(request)
+        if token is None:
+            raise unauthorized()
+        principal = await self.resolve(token)
+        if principal is None:
+            raise unauthorized("The API token is not valid.")
+        return principal

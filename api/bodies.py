@@ -1,0 +1,107 @@
+"""Reading and validating the create body: size cap, JSON, object, fields (strict types)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from starlette.requests import Request
+
+from api.errors import ApiError, FieldError, bad_request
+
+MAX_KEY_LENGTH = 255
+Required = Annotated[
+    str, StringConstraints(strip_whitespace=False, min_length=1, max_length=255, pattern=r"\S")
+]
+Optional255 = Annotated[str, StringConstraints(max_length=255)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
+
+
+class CreateExecutionBody(BaseModel):
+    """The seed's request body. Unknown fields are refused, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sourceSystem: Required
+    sourceEntityType: Required
+    sourceEntityId: Optional255 | None = None
+    externalRef: Optional255 | None = None
+    idempotencyKey: Key | None = None
+    requestPayload: dict[str, Any] | None = None
+    clientSafeMetadata: dict[str, Any] | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two creates "the same request" (the key itself excluded)."""
+        material = self.model_dump(exclude={"idempotencyKey"})
+        canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return "must not be blank"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {error['ctx']['max_length']} characters"
+    if kind in {"string_type", "dict_type", "model_type"}:
+        return {"string_type": "must be a string", "dict_type": "must be a JSON object"}.get(
+            kind, "has the wrong type"
+        )
+    return str(error["msg"])
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    too_large = ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_create_body(raw: bytes, header_key: str | None) -> tuple[CreateExecutionBody, str | None]:
+    """Validate the body; returns it and the idempotency key from body or header (or None)."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(
+            "Request body is not valid JSON.", [FieldError("body", str(exc))]
+        ) from None
+    if not isinstance(data, dict):
+        raise bad_request(
+            "Request body must be a JSON object.", [FieldError("body", "must be a JSON object")]
+        )
+    try:
+        body = CreateExecutionBody.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            FieldError(".".join(str(p) for p in e["loc"]) or "body", _message(e))
+            for e in exc.errors()
+        ]
+        raise bad_request("Request body is invalid.", errors) from None
+    if header_key is not None:
+        if not 1 <= len(header_key) <= MAX_KEY_LENGTH:
+            raise bad_request(
+                "Idempotency-Key header is invalid.",
+                [FieldError("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters")],
+            )
+        if body.idempotencyKey is not None and body.idempotencyKey != header_key:
+            raise bad_request(
+                "Idempotency key given twice with different values.",
+                [FieldError("idempotencyKey", "differs from the Idempotency-Key header")],
+            )
+    return body, body.idempotencyKey or header_key

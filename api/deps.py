@@ -1,0 +1,48 @@
+"""What handlers need, built once per app (in the lifespan, or handed in by tests)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from api.auth import TokenResolver
+from api.ratelimit import RateLimiter
+from api.service import ExecutionService
+from tollway.admin import WorkflowRecord, find_workflow
+from tollway.settings import Settings
+
+
+class WorkflowCatalog:
+    """Current workflow versions, cached for a few seconds (edits apply within ``ttl``)."""
+
+    def __init__(self, engine: Engine, ttl: float) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, WorkflowRecord | None]] = {}
+
+    def get(self, workflow_id: str) -> WorkflowRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(workflow_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = find_workflow(self._engine, workflow_id) if len(workflow_id) <= 40 else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[workflow_id] = (now + self._ttl, record)
+        return record
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: Engine
+    service: ExecutionService
+    tokens: TokenResolver
+    workflows: WorkflowCatalog
+    rate_limiter: RateLimiter
+
+    @property
+    def client_token_secret(self) -> str:
+        return self.settings.client_token_secret.get_secret_value()

@@ -1,0 +1,87 @@
+"""API errors and the one envelope every response uses.
+
+    ApiError                      -> {code, error, message, requestId, data: null, errors?}
+      ├─ 400 validation_error / idempotency_key_reused / bad_request
+      ├─ 401 unauthorized         (with WWW-Authenticate: Bearer)
+      ├─ 403 forbidden
+      ├─ 404 not_found
+      ├─ 413 payload_too_large
+      ├─ 429 rate_limited         (with Retry-After)
+      └─ 503 temporal_unavailable (the execution may exist; retry with the same key)
+
+``code`` is the HTTP status (an integer, as in the success envelope); ``error`` is the
+machine-readable reason; ``errors`` names each bad field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.request_id import current_request_id
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"field": self.field, "message": self.message}
+        if self.code:
+            out["code"] = self.code
+        return out
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    error: str
+    message: str
+    errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def bad_request(
+    message: str, errors: list[FieldError], error: str = "validation_error"
+) -> ApiError:
+    return ApiError(400, error, message, errors)
+
+
+def unauthorized(message: str = "A valid API token is required.") -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def envelope(status: int, message: str, data: Any = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": status, "data": data, "message": message}
+    body.update(extra)
+    body["requestId"] = current_request_id()
+    return body
+
+
+def error_response(exc: ApiError, extra_headers: dict[str, str] | None = None) -> JSONResponse:
+    extra: dict[str, Any] = {"error": exc.error}
+    if exc.errors:
+        extra["errors"] = [e.as_dict() for e in exc.errors]
+    return JSONResponse(
+        envelope(exc.status, exc.message, **extra),
+        status_code=exc.status,
+        headers={**exc.headers, **(extra_headers or {})},
+    )
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, getattr(request.state, "response_headers", None))

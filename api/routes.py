@@ -1,0 +1,137 @@
+"""HTTP handlers: authenticate, validate, make one service call, map errors to HTTP."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import Principal, bearer_token
+from api.bodies import parse_create_body, read_limited
+from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
+from api.client_tokens import issue, verify
+from api.deps import Deps
+from api.errors import ApiError, FieldError, bad_request, envelope, forbidden, not_found
+from api.service import CreateCommand, IdempotencyKeyReused, TemporalUnavailable
+from workflows.models import ExecutionRequest, ExecutionView
+
+CLIENT_HIDDEN = frozenset({"requestPayload", "initiatedById", "initiatedByType", "organizationId"})
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+async def _authenticate(request: Request, scope: str) -> Principal:
+    deps = _deps(request)
+    principal = await deps.tokens.require(request)
+    request.state.response_headers = deps.rate_limiter.hit(principal.token_id, principal.rate_limit)
+    if scope not in principal.scopes:
+        raise forbidden(f"This API token lacks the {scope!r} scope.")
+    return principal
+
+
+def _ok(data: Any, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse(envelope(200, "success", data), headers=headers)
+
+
+def full_view(view: ExecutionView) -> dict[str, Any]:
+    return view.model_dump(mode="json")
+
+
+def client_view(view: ExecutionView) -> dict[str, Any]:
+    return view.model_dump(mode="json", exclude=set(CLIENT_HIDDEN))
+
+
+async def create_execution(request: Request) -> JSONResponse:
+    deps = _deps(request)
+    principal = await _authenticate(request, "executions:create")
+    workflow_id = request.path_params["id"]
+    record = await anyio.to_thread.run_sync(deps.workflows.get, workflow_id)
+    if record is None:
+        raise not_found(f"Workflow {workflow_id!r} does not exist.")
+    definition = record.definition
+    own = record.organization_id == principal.organization_id
+    if definition.access != "public_execute" and not own:
+        raise forbidden(f"Workflow {workflow_id!r} is not open to public execution.")
+    if not definition.enabled:
+        raise forbidden(f"Workflow {workflow_id!r} is disabled.")
+
+    raw = await read_limited(request, deps.settings.max_body_bytes)
+    body, key = parse_create_body(raw, request.headers.get("idempotency-key"))
+    generated = key is None
+    key = key or f"idk_{secrets.token_urlsafe(24)}"
+    command = CreateCommand(
+        organization_id=principal.organization_id,
+        initiated_by_id=principal.token_id,
+        workflow=record,
+        request=ExecutionRequest(**body.model_dump(exclude={"idempotencyKey"}), idempotencyKey=key),
+        fingerprint=body.fingerprint(),
+    )
+    headers: dict[str, str] = request.state.response_headers
+    try:
+        outcome = await deps.service.create(command)
+    except IdempotencyKeyReused:
+        raise bad_request(
+            "This idempotency key was already used with a different request.",
+            [
+                FieldError(
+                    "idempotencyKey",
+                    "already used with a different request",
+                    "idempotency_key_reused",
+                )
+            ],
+            error="idempotency_key_reused",
+        ) from None
+    except TemporalUnavailable:
+        hint = f" (key {key})" if generated else ""
+        raise ApiError(
+            503,
+            "temporal_unavailable",
+            "The execution service did not answer in time. The execution may have been "
+            f"created: retry with the same idempotency key{hint} to attach to it.",
+            headers={"Idempotency-Key": key, "Retry-After": "1"},
+        ) from None
+    view = outcome.view
+    if outcome.replayed:
+        headers = {**headers, "Idempotent-Replayed": "true"}
+    token = issue(deps.client_token_secret, view.id, deps.settings.client_token_ttl_seconds)
+    data = {"clientToken": token, "checkoutUrl": view.checkoutUrl, "execution": full_view(view)}
+    return _ok(data, headers)
+
+
+async def get_execution(request: Request) -> JSONResponse:
+    deps = _deps(request)
+    execution_id = request.path_params["executionId"]
+    presented = bearer_token(request) or request.query_params.get("client_token")
+    if presented and presented.startswith(CLIENT_TOKEN_PREFIX):
+        opens = verify(deps.client_token_secret, presented)
+        if opens is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "The client token is not valid or has expired.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if opens != execution_id:
+            raise not_found(f"Execution {execution_id!r} does not exist.")
+        view = await _view_or_unavailable(deps, execution_id)
+        if view is None:
+            raise not_found(f"Execution {execution_id!r} does not exist.")
+        return _ok({"execution": client_view(view)}, {})
+    principal = await _authenticate(request, "executions:read")
+    view = await _view_or_unavailable(deps, execution_id)
+    if view is None or view.organizationId != principal.organization_id:
+        raise not_found(f"Execution {execution_id!r} does not exist.")
+    return _ok({"execution": full_view(view)}, request.state.response_headers)
+
+
+async def _view_or_unavailable(deps: Deps, execution_id: str) -> ExecutionView | None:
+    try:
+        return await deps.service.view(execution_id)
+    except TemporalUnavailable:
+        raise ApiError(503, "temporal_unavailable", "Temporal did not answer in time.") from None

@@ -1,0 +1,225 @@
+"""The execution service: everything the API asks of Temporal, in domain terms.
+
+Handlers call :meth:`ExecutionService.create` and :meth:`ExecutionService.view`; Temporal
+failures are mapped here, by type and status code, to the small set of domain errors below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from tollway.admin import WorkflowRecord
+from tollway.ids import execution_id
+from workflows import search_attributes as sa
+from workflows.execution import ExecutionWorkflow, initial_state, initial_statuses
+from workflows.models import (
+    AttachInput,
+    ExecutionInput,
+    ExecutionRequest,
+    ExecutionState,
+    ExecutionView,
+    Status,
+)
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was used before with a different request."""
+
+
+class TemporalUnavailable(Exception):
+    """Temporal or the worker did not answer within the request deadline."""
+
+
+@dataclass(frozen=True)
+class CreateCommand:
+    organization_id: str
+    initiated_by_id: str
+    workflow: WorkflowRecord
+    request: ExecutionRequest
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    view: ExecutionView
+    replayed: bool
+
+
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+_ABNORMAL_END = {
+    WorkflowExecutionStatus.TERMINATED: "terminated by an operator",
+    WorkflowExecutionStatus.CANCELED: "cancelled by an operator",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+    WorkflowExecutionStatus.FAILED: "failed unexpectedly",
+}
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        request_deadline: float,
+        query_timeout: float,
+    ) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._deadline = request_deadline
+        self._query_timeout = timedelta(seconds=query_timeout)
+
+    # -- create -----------------------------------------------------------------------------
+
+    async def create(self, cmd: CreateCommand) -> CreateOutcome:
+        eid = execution_id(cmd.organization_id, cmd.workflow.id, cmd.request.idempotencyKey)
+        inp = ExecutionInput(
+            execution_id=eid,
+            organization_id=cmd.organization_id,
+            initiated_by_id=cmd.initiated_by_id,
+            initiated_by_type="api_token",
+            public_workflow_id=cmd.workflow.id,
+            workflow_version=cmd.workflow.version,
+            definition=cmd.workflow.definition,
+            request=cmd.request,
+            fingerprint=cmd.fingerprint,
+        )
+        status, payment_status = initial_statuses(inp)
+        attributes: list[SearchAttributePair[str]] = [
+            SearchAttributePair(sa.ORGANIZATION_ID, cmd.organization_id),
+            SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, cmd.workflow.id),
+            SearchAttributePair(sa.SOURCE_SYSTEM, cmd.request.sourceSystem),
+            SearchAttributePair(sa.STATUS, status.value),
+            SearchAttributePair(sa.PAYMENT_STATUS, payment_status.value),
+        ]
+        if cmd.request.externalRef is not None:
+            attributes.append(SearchAttributePair(sa.EXTERNAL_REF, cmd.request.externalRef))
+        start = WithStartWorkflowOperation(
+            ExecutionWorkflow.run,
+            inp,
+            id=eid,
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(attributes),
+            static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+        )
+        nonce = uuid.uuid4().hex
+        try:
+            async with asyncio.timeout(self._deadline):
+                result = await self._client.execute_update_with_start_workflow(
+                    ExecutionWorkflow.attach,
+                    AttachInput(fingerprint=cmd.fingerprint, nonce=nonce),
+                    start_workflow_operation=start,
+                    # One update ID per request fingerprint: the server deduplicates
+                    # replays by it, so they never add to the workflow's history.
+                    id=f"create-{cmd.fingerprint[:40]}",
+                )
+        except WorkflowUpdateFailedError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == "IdempotencyKeyReused":
+                raise IdempotencyKeyReused from None
+            raise
+        except WorkflowAlreadyStartedError:
+            # Closed execution and the update's outcome is no longer stored: compare directly.
+            return await self._replay_closed(eid, cmd.fingerprint)
+        except (TimeoutError, RPCTimeoutOrCancelledError):
+            raise TemporalUnavailable from None
+        except RPCError as err:
+            if err.status in _UNAVAILABLE:
+                raise TemporalUnavailable from None
+            raise
+        if result.nonce == nonce:
+            return CreateOutcome(result.view, replayed=False)
+        # The stored outcome of an earlier create: answer with the current state instead.
+        current = await self.view(eid)
+        return CreateOutcome(current or result.view, replayed=True)
+
+    async def _replay_closed(self, eid: str, fingerprint: str) -> CreateOutcome:
+        current = await self.view(eid)
+        if current is None:
+            raise TemporalUnavailable
+        started = await self._start_input(self._handle(eid))
+        if started.fingerprint != fingerprint:
+            raise IdempotencyKeyReused
+        return CreateOutcome(current, replayed=True)
+
+    # -- view -------------------------------------------------------------------------------
+
+    def _handle(self, eid: str) -> WorkflowHandle[ExecutionWorkflow, ExecutionView]:
+        return self._client.get_workflow_handle_for(ExecutionWorkflow.run, eid)
+
+    async def view(self, eid: str) -> ExecutionView | None:
+        """The live view (a query), else the state the workflow recorded on itself."""
+        handle = self._handle(eid)
+        try:
+            return await handle.query(ExecutionWorkflow.view, rpc_timeout=self._query_timeout)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            if err.status not in _UNAVAILABLE and err.status != RPCStatusCode.FAILED_PRECONDITION:
+                raise
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError, RPCTimeoutOrCancelledError):
+            pass
+        return await self.recorded_view(eid)
+
+    async def recorded_view(self, eid: str) -> ExecutionView | None:
+        """The view from Temporal's own records (describe, result, history): no worker needed."""
+        handle = self._handle(eid)
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if desc.status == WorkflowExecutionStatus.COMPLETED:
+            return await handle.result()
+        inp = await self._start_input(handle)
+        state: ExecutionState | None = await desc.memo_value(
+            "state", None, type_hint=ExecutionState
+        )
+        if state is None:
+            state = initial_state(inp, desc.start_time, desc.run_id)
+        abnormal = _ABNORMAL_END.get(desc.status) if desc.status else None
+        if abnormal and not state.status.terminal:
+            state = state.model_copy(
+                update={
+                    "status": Status.CANCELLED,
+                    "statusReason": abnormal,
+                    "finishedAt": desc.close_time,
+                    "updatedAt": desc.close_time or state.updatedAt,
+                }
+            )
+        return ExecutionView.build(inp, state)
+
+    async def _start_input(
+        self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]
+    ) -> ExecutionInput:
+        async for event in handle.fetch_history_events(page_size=1):
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [inp] = await self._client.data_converter.decode(payloads, [ExecutionInput])
+                assert isinstance(inp, ExecutionInput)
+                return inp
+            break
+        raise LookupError(f"no start event for {handle.id}")

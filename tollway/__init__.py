@@ -1,0 +1,1 @@
+"""Shared pieces of Tollway: settings, database tables, definitions and the CLI."""

@@ -1,0 +1,174 @@
+"""The ``tollway`` command: ``dev``, ``api``, ``worker`` and ``admin``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tollway import admin
+from tollway.db import create_schema, make_engine
+from tollway.definition_files import load_definition_file
+from tollway.definitions import DefinitionError, WorkflowDefinition
+from tollway.settings import get_settings
+
+
+def _out(value: Any, as_json: bool, text: str) -> None:
+    sys.stdout.write((json.dumps(value, default=str) if as_json else text) + "\n")
+
+
+def _engine() -> Any:
+    engine = make_engine(get_settings().database_url)
+    create_schema(engine)
+    return engine
+
+
+def _admin(args: argparse.Namespace) -> int:
+    engine = _engine()
+    rows: list[dict[str, Any]]
+    what, action = args.what, args.action
+    if what == "org" and action == "create":
+        org = admin.create_organization(engine, args.name)
+        _out({"id": org.id}, args.json, f"created organization {org.id} ({org.name})")
+    elif what == "org" and action == "list":
+        orgs = admin.list_organizations(engine)
+        rows = [{"id": o.id, "name": o.name, "createdAt": o.created_at.isoformat()} for o in orgs]
+        _out(rows, args.json, "\n".join(f"{r['id']}  {r['name']}" for r in rows) or "(none)")
+    elif what == "token" and action == "create":
+        scopes = tuple(args.scope) if args.scope else admin.DEFAULT_SCOPES
+        rate = args.rate_limit or get_settings().default_rate_limit
+        row, token = admin.create_token(engine, args.org, rate, scopes)
+        _out(
+            {"id": row.id, "token": token},
+            args.json,
+            f"created token {row.id} for {row.organization_id} ({rate})\n"
+            f"token (shown once, store it now): {token}",
+        )
+    elif what == "token" and action == "list":
+        tokens = admin.list_tokens(engine, args.org)
+        rows = [
+            {
+                "id": t.id,
+                "organizationId": t.organization_id,
+                "prefix": t.token_prefix,
+                "scopes": t.scopes,
+                "rateLimit": t.rate_limit,
+                "revoked": t.revoked_at is not None,
+            }
+            for t in tokens
+        ]
+        text = "\n".join(
+            f"{r['id']}  {r['organizationId']}  {r['prefix']}…  {r['rateLimit']}" for r in rows
+        )
+        _out(rows, args.json, text or "(none)")
+    elif what == "workflow" and action == "create":
+        definition = load_definition_file(Path(args.file))
+        wf = admin.create_workflow(engine, args.org, definition)
+        _out(
+            {"id": wf.id, "version": wf.current_version},
+            args.json,
+            f"created workflow {wf.id} version {wf.current_version} ({definition.name})",
+        )
+    elif what == "workflow" and action == "update":
+        definition = load_definition_file(Path(args.file))
+        version = admin.publish_version(engine, args.id, definition)
+        _out(
+            {"id": args.id, "version": version},
+            args.json,
+            f"workflow {args.id} is now at version {version}",
+        )
+    elif what == "workflow" and action == "list":
+        records = admin.list_workflows(engine, args.org)
+        rows = [
+            {
+                "id": r.id,
+                "organizationId": r.organization_id,
+                "version": r.version,
+                "name": r.definition.name,
+                "access": r.definition.access,
+                "price": r.definition.price.model_dump() if r.definition.price else None,
+            }
+            for r in records
+        ]
+        text = "\n".join(f"{r['id']}  v{r['version']}  {r['access']}  {r['name']}" for r in rows)
+        _out(rows, args.json, text or "(none)")
+    elif what == "workflow" and action == "schema":
+        _out(WorkflowDefinition.model_json_schema(), True, "")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="run Temporal, the worker and the API with embedded defaults")
+    api = sub.add_parser("api", help="run the HTTP API under uvicorn")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    sub.add_parser("worker", help="run the Temporal worker")
+
+    adm = sub.add_parser("admin", help="manage organizations, tokens and workflows")
+    what = adm.add_subparsers(dest="what", required=True)
+
+    def action(group: Any, name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    org = what.add_parser("org").add_subparsers(dest="action", required=True)
+    action(org, "create", "create an organization").add_argument("name")
+    action(org, "list", "list organizations")
+
+    tok = what.add_parser("token").add_subparsers(dest="action", required=True)
+    create = action(tok, "create", "create an API token (shown once)")
+    create.add_argument("--org", required=True)
+    create.add_argument("--rate-limit", help="N/second, N/minute or N/hour")
+    create.add_argument("--scope", action="append", choices=sorted(admin.KNOWN_SCOPES))
+    action(tok, "list", "list API tokens").add_argument("--org")
+
+    wf = what.add_parser("workflow").add_subparsers(dest="action", required=True)
+    create = action(wf, "create", "create a workflow from a JSON or YAML definition")
+    create.add_argument("--org", required=True)
+    create.add_argument("--file", required=True)
+    update = action(wf, "update", "publish a new version of a workflow")
+    update.add_argument("id")
+    update.add_argument("--file", required=True)
+    action(wf, "list", "list workflows").add_argument("--org")
+    action(wf, "schema", "print the definition JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    code = 0
+    try:
+        if args.command == "admin":
+            code = _admin(args)
+        elif args.command == "api":
+            import uvicorn
+
+            uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
+        elif args.command == "worker":
+            from worker.main import main as worker_main
+
+            worker_main()
+        elif args.command == "dev":
+            from tollway.devstack import run_dev
+
+            code = run_dev()
+    except DefinitionError as exc:
+        sys.stderr.write("invalid workflow definition:\n")
+        for path, message in exc.errors:
+            sys.stderr.write(f"  {path}: {message}\n")
+        code = 2
+    except admin.AdminError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A process that used a temporalio client can crash at interpreter exit (sdk-python#300);
+    # leaving with os._exit after flushing avoids it.
+    os._exit(code)

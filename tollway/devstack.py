@@ -1,0 +1,204 @@
+"""``tollway dev``: the whole stack on this machine, with embedded defaults.
+
+Starts the Temporal dev server (SQLite file under ``var/``, UI on :8233), the worker and the
+API (uvicorn on :8000) as child processes, seeds a demo organization, token and two workflows
+(once: a second run reuses them), prints how to call it, and stops every child on Ctrl-C or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tollway import admin
+from tollway.db import create_schema, make_engine
+from tollway.definitions import parse_definition
+from tollway.settings import VAR_DIR, get_settings
+from tollway.temporal import connect
+from tollway.temporal_server import start_dev_command
+
+TEMPORAL_PORT, UI_PORT, API_PORT = 7233, 8233, 8000
+DEMO_FILE = VAR_DIR / "demo.json"
+
+FREE_DEMO: dict[str, Any] = {
+    "name": "Greeting (free)",
+    "access": "public_execute",
+    "steps": [
+        {
+            "id": "shape",
+            "kind": "transform",
+            "expression": "{greeting: join(' ', ['hello', request.name])}",
+        }
+    ],
+    "output": "steps.shape",
+}
+PRICED_DEMO: dict[str, Any] = {
+    **FREE_DEMO,
+    "name": "Greeting (priced)",
+    "price": {"amount": 500, "currency": "usd"},
+}
+
+
+def _say(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def seed_demo(engine: Engine, path: Path = DEMO_FILE) -> dict[str, str]:
+    """Create the demo once; later runs reuse what ``path`` recorded if it still exists."""
+    if path.exists():
+        demo: dict[str, str] = json.loads(path.read_text())
+        if admin.find_token(engine, demo["token"]) and admin.find_workflow(
+            engine, demo["pricedWorkflowId"]
+        ):
+            return demo
+    org = admin.find_organization_by_name(engine, "Demo") or admin.create_organization(
+        engine, "Demo"
+    )
+    _row, token = admin.create_token(engine, org.id, "50/second")
+    free = admin.create_workflow(engine, org.id, parse_definition(FREE_DEMO))
+    priced = admin.create_workflow(engine, org.id, parse_definition(PRICED_DEMO))
+    demo = {
+        "organizationId": org.id,
+        "token": token,
+        "freeWorkflowId": free.id,
+        "pricedWorkflowId": priced.id,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(demo, indent=2))
+    path.chmod(0o600)
+    return demo
+
+
+async def _wait_for_temporal(deadline: float) -> None:
+    settings = get_settings()
+    while True:
+        try:
+            await connect(settings)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    end = time.monotonic() + 10
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_dev() -> int:
+    busy = [p for p in (TEMPORAL_PORT, UI_PORT, API_PORT) if _port_in_use(p)]
+    if busy:
+        _say(f"tollway dev: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use.")
+        _say("Stop whatever holds them (another `tollway dev`?) and try again.")
+        return 1
+    VAR_DIR.mkdir(exist_ok=True)
+    settings = get_settings()
+    env = {**os.environ, "TOLLWAY_ENV": settings.env}
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        children.append(
+            subprocess.Popen(
+                start_dev_command(VAR_DIR / "temporal.db", TEMPORAL_PORT, UI_PORT),
+                env=env,
+                start_new_session=True,
+            )
+        )
+        asyncio.run(_wait_for_temporal(time.monotonic() + 60))
+        engine = make_engine(settings.database_url)
+        create_schema(engine)
+        demo = seed_demo(engine)
+        engine.dispose()
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True)
+        )
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(API_PORT),
+                    "--no-access-log",
+                ],
+                env=env,
+                start_new_session=True,
+            )
+        )
+        _banner(demo)
+        while not stopping:
+            dead = [c for c in children if c.poll() is not None]
+            if dead:
+                name = ("temporal", "worker", "api")[children.index(dead[0])]
+                _say(f"tollway dev: {name} exited with {dead[0].returncode}; stopping.")
+                return 1
+            time.sleep(0.2)
+        _say("tollway dev: stopping…")
+        return 0
+    finally:
+        _stop(children)
+
+
+def _banner(demo: dict[str, str]) -> None:
+    base = f"http://127.0.0.1:{API_PORT}"
+    _say()
+    _say("Tollway is running.")
+    _say(f"  API          {base}")
+    _say(f"  Temporal UI  http://127.0.0.1:{UI_PORT}")
+    _say(f"  Demo org     {demo['organizationId']}")
+    _say(f"  API token    {demo['token']}")
+    _say(f"  Free         {demo['freeWorkflowId']}")
+    _say(f"  Priced       {demo['pricedWorkflowId']}  (5.00 USD)")
+    _say()
+    _say("Try:")
+    _say(f"  curl -s -X POST '{base}/v1/public/workflows/{demo['freeWorkflowId']}/executions' \\")
+    _say(f"    -H 'Authorization: Bearer {demo['token']}' -H 'Content-Type: application/json' \\")
+    _say(
+        '    -d \'{"sourceSystem":"demo","sourceEntityType":"greeting",'
+        '"requestPayload":{"name":"Ada"}}\''
+    )
+    _say()
+    _say("Ctrl-C stops everything; data stays in var/.")

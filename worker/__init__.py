@@ -1,0 +1,1 @@
+"""The Tollway worker process: runs execution workflows and their activities."""

@@ -1,0 +1,73 @@
+"""Build and run the worker. Clients (database, payment provider) are built once and
+injected into the activity classes; tests build their own workers the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+
+import structlog
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.local_provider import LocalPaymentProvider
+from activities.payments import PaymentActivities, PaymentProvider
+from activities.step_activities import StepActivities
+from tollway.db import create_schema, make_engine
+from tollway.logging import configure_logging
+from tollway.settings import Settings, get_settings
+from tollway.temporal import connect
+from workflows.execution import ExecutionWorkflow
+
+log = structlog.get_logger("tollway.worker")
+
+
+def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
+    if settings.payment_provider == "local":
+        return LocalPaymentProvider(engine, settings.public_base_url)
+    raise SystemExit(f"payment provider {settings.payment_provider!r} is not available yet")
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    provider: PaymentProvider,
+    executor: concurrent.futures.Executor,
+) -> Worker:
+    payments = PaymentActivities(provider)
+    steps = StepActivities()
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ExecutionWorkflow],
+        activities=[payments.create_checkout, steps.run_step],
+        activity_executor=executor,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    client = await connect(settings)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(
+            client, settings.task_queue, build_provider(settings, engine), executor
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    engine.dispose()
+
+
+def main() -> None:
+    configure_logging()
+    asyncio.run(run_worker(get_settings()))

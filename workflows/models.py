@@ -1,0 +1,194 @@
+"""Payload models that cross Temporal: workflow input, update/signal/query types, activity I/O.
+
+Field names of :class:`ExecutionView` are the public contract's (camelCase), because the view
+*is* the seed's ``execution`` object. Every payload is one typed model, so fields can be added
+later without breaking running histories.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tollway.definitions import Price, Step, WorkflowDefinition
+
+
+class Status(StrEnum):
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAYMENT_CONFIRMED = "payment_confirmed"
+    QUEUED = "workflow_queued"
+    RUNNING = "workflow_running"
+    WAITING = "workflow_waiting"
+    SUCCEEDED = "workflow_succeeded"
+    FAILED = "workflow_failed"
+    CANCELLED = "workflow_cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
+
+
+class PaymentStatus(StrEnum):
+    NOT_REQUIRED = "not_required"
+    PENDING = "pending"
+    PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ExecutionRequest(_Payload):
+    """The caller's validated create body (idempotency key resolved)."""
+
+    sourceSystem: str
+    sourceEntityType: str
+    sourceEntityId: str | None = None
+    externalRef: str | None = None
+    idempotencyKey: str
+    requestPayload: dict[str, Any] | None = None
+    clientSafeMetadata: dict[str, Any] | None = None
+
+
+class ExecutionInput(_Payload):
+    execution_id: str
+    organization_id: str
+    initiated_by_id: str
+    initiated_by_type: str
+    public_workflow_id: str
+    workflow_version: int
+    definition: WorkflowDefinition
+    request: ExecutionRequest
+    fingerprint: str
+
+
+class ExecutionState(_Payload):
+    """What changes over an execution's life; recorded in the workflow's memo at each change."""
+
+    status: Status
+    paymentStatus: PaymentStatus
+    statusReason: str | None = None
+    createdAt: datetime
+    updatedAt: datetime
+    startedAt: datetime | None = None
+    finishedAt: datetime | None = None
+    runId: str
+    orderId: str | None = None
+    checkoutSessionId: str | None = None
+    checkoutUrl: str | None = None
+    responsePayload: dict[str, Any] | None = None
+
+
+class ExecutionView(_Payload):
+    """The seed's ``execution`` object (plus ``checkoutUrl`` and the pinned version)."""
+
+    id: str
+    workflowId: str
+    workflowVersion: int
+    organizationId: str
+    initiatedById: str
+    initiatedByType: str
+    sourceSystem: str
+    sourceEntityType: str
+    sourceEntityId: str | None
+    externalRef: str | None
+    idempotencyKey: str
+    requestPayload: dict[str, Any] | None
+    clientSafeMetadata: dict[str, Any] | None
+    responsePayload: dict[str, Any] | None
+    status: Status
+    statusReason: str | None
+    paymentStatus: PaymentStatus
+    orderId: str | None
+    checkoutSessionId: str | None
+    checkoutUrl: str | None
+    runId: str
+    createdAt: datetime
+    updatedAt: datetime
+    startedAt: datetime | None
+    finishedAt: datetime | None
+
+    @classmethod
+    def build(cls, inp: ExecutionInput, state: ExecutionState) -> ExecutionView:
+        req = inp.request
+        return cls(
+            id=inp.execution_id,
+            workflowId=inp.public_workflow_id,
+            workflowVersion=inp.workflow_version,
+            organizationId=inp.organization_id,
+            initiatedById=inp.initiated_by_id,
+            initiatedByType=inp.initiated_by_type,
+            sourceSystem=req.sourceSystem,
+            sourceEntityType=req.sourceEntityType,
+            sourceEntityId=req.sourceEntityId,
+            externalRef=req.externalRef,
+            idempotencyKey=req.idempotencyKey,
+            requestPayload=req.requestPayload,
+            clientSafeMetadata=req.clientSafeMetadata,
+            responsePayload=state.responsePayload,
+            status=state.status,
+            statusReason=state.statusReason,
+            paymentStatus=state.paymentStatus,
+            orderId=state.orderId,
+            checkoutSessionId=state.checkoutSessionId,
+            checkoutUrl=state.checkoutUrl,
+            runId=state.runId,
+            createdAt=state.createdAt,
+            updatedAt=state.updatedAt,
+            startedAt=state.startedAt,
+            finishedAt=state.finishedAt,
+        )
+
+
+class AttachInput(_Payload):
+    """Sent with every create. ``nonce`` is fresh per HTTP request: a result carrying another
+    request's nonce is the stored outcome of an earlier create, i.e. a replay."""
+
+    fingerprint: str
+    nonce: str
+
+
+class AttachResult(_Payload):
+    view: ExecutionView
+    nonce: str
+
+
+class PaymentSignal(_Payload):
+    event_id: str
+    provider: str
+    checkout_session_id: str
+    amount: int
+    currency: str
+    payment_reference: str | None = None
+
+
+class CheckoutRequest(_Payload):
+    execution_id: str
+    organization_id: str
+    public_workflow_id: str
+    workflow_version: int
+    workflow_name: str
+    price: Price
+    expires_at: datetime
+
+
+class CheckoutSession(_Payload):
+    order_id: str
+    checkout_session_id: str
+    checkout_url: str
+
+
+class StepRequest(_Payload):
+    step: Step
+    context: dict[str, Any]
+
+
+class StepResult(_Payload):
+    output: Any = None
