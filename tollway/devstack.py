@@ -28,7 +28,6 @@ from tollway.settings import VAR_DIR, get_settings
 from tollway.temporal import connect
 from tollway.temporal_server import start_dev_command
 
-TEMPORAL_PORT, UI_PORT, API_PORT = 7233, 8233, 8000
 DEMO_FILE = VAR_DIR / "demo.json"
 
 FREE_DEMO: dict[str, Any] = {
@@ -117,14 +116,29 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_dev() -> int:
-    busy = [p for p in (TEMPORAL_PORT, UI_PORT, API_PORT) if _port_in_use(p)]
+    settings = get_settings()
+    ports = {
+        "Temporal": settings.dev_temporal_port,
+        "Temporal UI": settings.dev_ui_port,
+        "API": settings.dev_api_port,
+    }
+    busy = [f"{port} ({name})" for name, port in ports.items() if _port_in_use(port)]
     if busy:
-        _say(f"tollway dev: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use.")
-        _say("Stop whatever holds them (another `tollway dev`?) and try again.")
+        _say(f"tollway dev: port {', '.join(busy)} on 127.0.0.1 is already in use.")
+        _say(
+            "Stop whatever holds it (another `tollway dev`?) or choose other ports with "
+            "TOLLWAY_DEV_TEMPORAL_PORT, TOLLWAY_DEV_UI_PORT and TOLLWAY_DEV_API_PORT."
+        )
         return 1
     VAR_DIR.mkdir(exist_ok=True)
-    settings = get_settings()
-    env = {**os.environ, "TOLLWAY_ENV": settings.env}
+    api_base = f"http://127.0.0.1:{settings.dev_api_port}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{settings.dev_temporal_port}",
+        "TOLLWAY_PUBLIC_BASE_URL": os.environ.get("TOLLWAY_PUBLIC_BASE_URL", api_base),
+    }
+    os.environ.update(env)
+    get_settings.cache_clear()
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -134,41 +148,29 @@ def run_dev() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    api_command = [
+        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(settings.dev_api_port), "--no-access-log",
+    ]  # fmt: skip
+    server_command = start_dev_command(
+        VAR_DIR / "temporal.db", settings.dev_temporal_port, settings.dev_ui_port
+    )
     try:
-        children.append(
-            subprocess.Popen(
-                start_dev_command(VAR_DIR / "temporal.db", TEMPORAL_PORT, UI_PORT),
-                env=env,
-                start_new_session=True,
-            )
-        )
+        with (VAR_DIR / "temporal.log").open("ab") as server_log:
+            children.append(
+                subprocess.Popen(
+                    server_command, env=env, start_new_session=True,
+                    stdout=server_log, stderr=subprocess.STDOUT,
+                )
+            )  # fmt: skip
         asyncio.run(_wait_for_temporal(time.monotonic() + 60))
         engine = make_engine(settings.database_url)
         create_schema(engine)
         demo = seed_demo(engine)
         engine.dispose()
-        children.append(
-            subprocess.Popen([sys.executable, "-m", "worker"], env=env, start_new_session=True)
-        )
-        children.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(API_PORT),
-                    "--no-access-log",
-                ],
-                env=env,
-                start_new_session=True,
-            )
-        )
-        _banner(demo)
+        for command in ([sys.executable, "-m", "worker"], api_command):
+            children.append(subprocess.Popen(command, env=env, start_new_session=True))
+        _banner(demo, settings.dev_api_port, settings.dev_ui_port)
         while not stopping:
             dead = [c for c in children if c.poll() is not None]
             if dead:
@@ -182,12 +184,12 @@ def run_dev() -> int:
         _stop(children)
 
 
-def _banner(demo: dict[str, str]) -> None:
-    base = f"http://127.0.0.1:{API_PORT}"
+def _banner(demo: dict[str, str], api_port: int, ui_port: int) -> None:
+    base = f"http://127.0.0.1:{api_port}"
     _say()
     _say("Tollway is running.")
     _say(f"  API          {base}")
-    _say(f"  Temporal UI  http://127.0.0.1:{UI_PORT}")
+    _say(f"  Temporal UI  http://127.0.0.1:{ui_port}")
     _say(f"  Demo org     {demo['organizationId']}")
     _say(f"  API token    {demo['token']}")
     _say(f"  Free         {demo['freeWorkflowId']}")
@@ -201,4 +203,4 @@ def _banner(demo: dict[str, str]) -> None:
         '"requestPayload":{"name":"Ada"}}\''
     )
     _say()
-    _say("Ctrl-C stops everything; data stays in var/.")
+    _say("Ctrl-C stops everything; data stays in var/ (Temporal's log: var/temporal.log).")

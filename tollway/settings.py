@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     auth_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Ports of `tollway dev` (all on 127.0.0.1).
+    dev_temporal_port: int = 7233
+    dev_ui_port: int = 8233
+    dev_api_port: int = 8000
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.env != "dev":

@@ -1,0 +1,155 @@
+"""`tollway dev` as a new user runs it: starts everything, serves real HTTP on loopback,
+keeps data across runs without duplicating the demo, stops cleanly, refuses a busy port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dev_env(ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("TEMPORAL_ADDRESS", None)
+    env.update({f"TOLLWAY_DEV_{name}_PORT": str(port) for name, port in ports.items()})
+    return env
+
+
+def start_dev(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tollway.cli import main; main()", "dev"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 90
+    for line in proc.stdout:
+        seen += line
+        if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
+            break
+    assert "Tollway is running" in seen, seen
+    return proc, seen
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def wait_http(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = {"TEMPORAL": free_port(), "UI": free_port(), "API": free_port()}
+    env = dev_env(ports)
+    api = f"http://127.0.0.1:{ports['API']}"
+
+    proc, banner = start_dev(tmp_path, env)
+    try:
+        demo = json.loads((tmp_path / "var" / "demo.json").read_text())
+        assert demo["token"] in banner and demo["pricedWorkflowId"] in banner
+        assert "curl" in banner
+        wait_http(f"{api}/healthz")
+        auth = {"Authorization": f"Bearer {demo['token']}"}
+        created = httpx.post(
+            f"{api}/v1/public/workflows/{demo['freeWorkflowId']}/executions",
+            json={"sourceSystem": "dev", "sourceEntityType": "t", "requestPayload": {"name": "Z"}},
+            headers=auth,
+            timeout=30,
+        )
+        assert created.status_code == 200, created.text
+        eid = created.json()["data"]["execution"]["id"]
+        priced = httpx.post(
+            f"{api}/v1/public/workflows/{demo['pricedWorkflowId']}/executions",
+            json={"sourceSystem": "dev", "sourceEntityType": "t"},
+            headers=auth,
+            timeout=30,
+        )
+        assert priced.json()["data"]["execution"]["status"] == "awaiting_payment"
+        wait_http(f"http://127.0.0.1:{ports['UI']}/")
+    finally:
+        assert stop(proc) == 0
+    assert all(port_free(p) for p in ports.values())
+
+    proc, banner = start_dev(tmp_path, env)
+    try:
+        again = json.loads((tmp_path / "var" / "demo.json").read_text())
+        assert again == demo  # same org, token and workflows: not duplicated
+        wait_http(f"{api}/healthz")
+        view = httpx.get(f"{api}/v1/public/executions/{eid}", headers=auth, timeout=30)
+        assert view.status_code == 200
+        assert view.json()["data"]["execution"]["responsePayload"] == {"greeting": "hello Z"}
+        orgs = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from tollway.cli import main; main()",
+                "admin",
+                "org",
+                "list",
+                "--json",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert [o["name"] for o in json.loads(orgs.stdout)] == ["Demo"]
+    finally:
+        assert stop(proc) == 0
+
+
+def test_busy_port_gives_a_clear_message(tmp_path: Path) -> None:
+    ports = {"TEMPORAL": free_port(), "UI": free_port(), "API": free_port()}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports["API"]))
+        holder.listen()
+        result = subprocess.run(
+            [sys.executable, "-c", "from tollway.cli import main; main()", "dev"],
+            cwd=tmp_path,
+            env=dev_env(ports),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {ports['API']} (API)" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "var").exists()
