@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import anyio.to_thread
 from sqlalchemy import Engine
 
 from api.auth import TokenResolver
@@ -22,12 +23,14 @@ class WorkflowCatalog:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, WorkflowRecord | None]] = {}
 
-    def get(self, workflow_id: str) -> WorkflowRecord | None:
+    async def get(self, workflow_id: str) -> WorkflowRecord | None:
         now = time.monotonic()
         hit = self._cache.get(workflow_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        record = find_workflow(self._engine, workflow_id) if len(workflow_id) <= 40 else None
+        record = None
+        if len(workflow_id) <= 40:
+            record = await anyio.to_thread.run_sync(find_workflow, self._engine, workflow_id)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[workflow_id] = (now + self._ttl, record)

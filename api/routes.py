@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -51,7 +50,7 @@ async def create_execution(request: Request) -> JSONResponse:
     deps = _deps(request)
     principal = await _authenticate(request, "executions:create")
     workflow_id = request.path_params["id"]
-    record = await anyio.to_thread.run_sync(deps.workflows.get, workflow_id)
+    record = await deps.workflows.get(workflow_id)
     if record is None:
         raise not_found(f"Workflow {workflow_id!r} does not exist.")
     definition = record.definition
