@@ -1,20 +1,26 @@
-"""The embedded payment provider: orders and checkout sessions in Tollway's own database,
-its checkout page served by Tollway itself."""
+"""The embedded payment provider: Tollway serves its own checkout page, keeps the money it
+"captures" in its own table (``local_charge``, standing in for Stripe's books) and speaks
+Stripe's webhook wire format, signed with ``TOLLWAY_LOCAL_WEBHOOK_SECRET``."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import secrets
+import time
+from typing import Any
 
+import stripe
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from tollway.tables import Order
-from workflows.models import CheckoutRequest, CheckoutSession
+from activities.payments import ProviderSession
+from tollway.tables import LocalCharge, utcnow
+from workflows.models import CheckoutRequest, RefundRequest
 
 
-def _derived(prefix: str, execution_id: str) -> str:
-    return f"{prefix}_{hashlib.sha256(f'{prefix}:{execution_id}'.encode()).hexdigest()[:24]}"
+def _derived(prefix: str, material: str) -> str:
+    return f"{prefix}_{hashlib.sha256(f'{prefix}:{material}'.encode()).hexdigest()[:24]}"
 
 
 class LocalPaymentProvider:
@@ -24,44 +30,94 @@ class LocalPaymentProvider:
         self._engine = engine
         self._base_url = public_base_url.rstrip("/")
 
-    def _session_of(self, order: Order) -> CheckoutSession:
-        assert order.checkout_session_id and order.checkout_url
-        return CheckoutSession(
-            order_id=order.id,
-            checkout_session_id=order.checkout_session_id,
-            checkout_url=order.checkout_url,
-        )
+    # -- provider interface -------------------------------------------------------------------
 
-    def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+    def create_session(
+        self, request: CheckoutRequest, order_id: str, idempotency_key: str
+    ) -> ProviderSession:
+        session_id = _derived("cs_local", idempotency_key)
+        return ProviderSession(session_id, f"{self._base_url}/checkout/{session_id}")
+
+    def expire_session(self, session_id: str, idempotency_key: str) -> None:
+        """Nothing to do here: the page refuses payment once the order is not pending."""
+
+    def refund(self, request: RefundRequest) -> str:
         with Session(self._engine) as session:
-            existing = session.exec(
-                select(Order).where(Order.execution_id == request.execution_id)
-            ).first()
-            if existing is not None:
-                return self._session_of(existing)
-            session_id = _derived("cs_local", request.execution_id)
-            order = Order(
-                id=_derived("ord", request.execution_id),
-                execution_id=request.execution_id,
-                organization_id=request.organization_id,
-                workflow_id=request.public_workflow_id,
-                workflow_version=request.workflow_version,
-                amount=request.price.amount,
-                currency=request.price.currency,
-                provider=self.name,
-                checkout_session_id=session_id,
-                checkout_url=f"{self._base_url}/checkout/{session_id}",
-                expires_at=request.expires_at,
-            )
-            session.add(order)
-            try:
+            charge = session.get(LocalCharge, request.payment_reference, with_for_update=True)
+            if charge is None:  # a payment our bank never saw: record the refund anyway
+                charge = LocalCharge(
+                    payment_reference=request.payment_reference,
+                    execution_id=request.execution_id,
+                    amount=request.amount,
+                    currency=request.currency,
+                )
+            if charge.refund_id is None:
+                charge.refund_id = _derived("re_local", request.idempotency_key)
+                charge.refunded_at = utcnow()
+                session.add(charge)
                 session.commit()
-            except IntegrityError:
-                # A concurrent attempt won the race: return what it stored.
-                session.rollback()
-                winner = session.exec(
-                    select(Order).where(Order.execution_id == request.execution_id)
-                ).one()
-                return self._session_of(winner)
-            session.refresh(order)
-            return self._session_of(order)
+            return charge.refund_id
+
+    # -- the bank and the wire format, used by the checkout page and by tests ------------------
+
+    def capture(self, execution_id: str, session_id: str | None, amount: int, currency: str) -> str:
+        """Take a payment; returns its reference (like a Stripe PaymentIntent id)."""
+        reference = f"pi_local_{secrets.token_hex(12)}"
+        with Session(self._engine) as session:
+            session.add(
+                LocalCharge(
+                    payment_reference=reference,
+                    execution_id=execution_id,
+                    checkout_session_id=session_id,
+                    amount=amount,
+                    currency=currency,
+                )
+            )
+            session.commit()
+        return reference
+
+
+def checkout_event(
+    event_type: str,
+    *,
+    execution_id: str,
+    session_id: str,
+    amount: int,
+    currency: str,
+    payment_reference: str | None,
+    payment_status: str = "paid",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A Stripe-format ``checkout.session.*`` event."""
+    return {
+        "id": event_id or f"evt_local_{secrets.token_hex(12)}",
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {
+            "object": {
+                "id": session_id,
+                "object": "checkout.session",
+                "amount_total": amount,
+                "currency": currency,
+                "payment_status": payment_status,
+                "payment_intent": payment_reference,
+                "client_reference_id": execution_id,
+                "metadata": {"executionId": execution_id},
+            }
+        },
+    }
+
+
+def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The ``Stripe-Signature`` header for ``payload``."""
+    return str(
+        stripe.WebhookSignature.generate_signature_header(
+            payload.decode(), secret, timestamp=timestamp
+        )
+    )
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()

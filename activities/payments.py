@@ -1,31 +1,88 @@
 """The payments seam: one provider interface, one activity class that calls it.
 
-The worker builds the provider once (``TOLLWAY_PAYMENT_PROVIDER``) and injects it; tests
-inject their own. Provider calls are idempotent per execution, so an activity retry never
-creates a second order or checkout session.
+The worker builds the provider once (``TOLLWAY_PAYMENT_PROVIDER``) and injects it with the
+order ledger; tests inject their own. Every provider call carries an idempotency key derived
+from the execution, so an activity retry never creates a second session or a second refund.
+Every money transition is mirrored in the ledger.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from temporalio import activity
 
-from workflows.models import CheckoutRequest, CheckoutSession
+from tollway.ledger import OrderLedger
+from workflows.models import (
+    CheckoutRequest,
+    CheckoutSession,
+    CloseCheckoutRequest,
+    ConfirmPaymentRequest,
+    RefundRequest,
+    RefundResult,
+)
+
+
+@dataclass(frozen=True)
+class ProviderSession:
+    session_id: str
+    url: str
 
 
 class PaymentProvider(Protocol):
     name: str
 
-    def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
-        """Create (or return the existing) order and checkout session for an execution."""
+    def create_session(
+        self, request: CheckoutRequest, order_id: str, idempotency_key: str
+    ) -> ProviderSession:
+        """Open a checkout session for the order (the same one again for the same key)."""
+        ...
+
+    def expire_session(self, session_id: str, idempotency_key: str) -> None:
+        """Stop the session taking payment; already expired or completed is not an error."""
+        ...
+
+    def refund(self, request: RefundRequest) -> str:
+        """Refund one payment in full (keyed by ``request.idempotency_key``); the refund id."""
         ...
 
 
 class PaymentActivities:
-    def __init__(self, provider: PaymentProvider) -> None:
+    def __init__(self, provider: PaymentProvider, ledger: OrderLedger) -> None:
         self._provider = provider
+        self._ledger = ledger
 
-    @activity.defn(name="payments.create_checkout")
-    def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
-        return self._provider.create_checkout(request)
+    @activity.defn(name="payments.open_checkout")
+    def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        order = self._ledger.ensure_order(request, self._provider.name)
+        if order.checkout_session_id is None or order.checkout_url is None:
+            session = self._provider.create_session(
+                request, order.id, f"{request.execution_id}:checkout"
+            )
+            order = self._ledger.attach_session(order.id, session.session_id, session.url)
+        assert order.checkout_session_id and order.checkout_url
+        return CheckoutSession(
+            order_id=order.id,
+            checkout_session_id=order.checkout_session_id,
+            checkout_url=order.checkout_url,
+        )
+
+    @activity.defn(name="payments.close_checkout")
+    def close_checkout(self, request: CloseCheckoutRequest) -> None:
+        self._provider.expire_session(request.checkout_session_id, f"{request.execution_id}:expire")
+        self._ledger.close(request.execution_id, request.outcome)
+
+    @activity.defn(name="payments.record_failed_attempt")
+    def record_failed_attempt(self, execution_id: str) -> None:
+        self._ledger.mark_failed_attempt(execution_id)
+
+    @activity.defn(name="payments.confirm")
+    def confirm_payment(self, request: ConfirmPaymentRequest) -> None:
+        self._ledger.record_payment(request, consumed=True)
+
+    @activity.defn(name="payments.refund")
+    def refund_payment(self, request: RefundRequest) -> RefundResult:
+        refund_reference = self._provider.refund(request)
+        self._ledger.record_refund(request, refund_reference)
+        return RefundResult(refund_reference=refund_reference)

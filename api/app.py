@@ -15,14 +15,17 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from temporalio.client import Client
 
-from api import routes
+from activities.local_provider import LocalPaymentProvider
+from api import checkout_page, routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
 from api.errors import ApiError, envelope, handle_api_error
+from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.service import ExecutionService
 from tollway.db import create_schema, make_engine
+from tollway.ledger import OrderLedger
 from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
 
@@ -44,6 +47,11 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
         tokens=TokenResolver(engine, settings.auth_cache_seconds),
         workflows=WorkflowCatalog(engine, settings.auth_cache_seconds),
         rate_limiter=RateLimiter(settings.rate_limit_storage),
+        ledger=OrderLedger(engine),
+        payments=PaymentEventProcessor(
+            client, engine, settings.task_queue, settings.request_deadline_seconds
+        ),
+        local_provider=LocalPaymentProvider(engine, settings.public_base_url),
     )
 
 
@@ -94,6 +102,18 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
                 "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
             ),
             Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),
+            Route(
+                "/v1/public/executions/{executionId}/cancel",
+                routes.cancel_execution,
+                methods=["POST"],
+            ),
+            Route(
+                "/v1/webhooks/payments/{provider}",
+                webhooks.receive_payment_event,
+                methods=["POST"],
+            ),
+            Route("/checkout/{session_id}", checkout_page.show, methods=["GET"]),
+            Route("/checkout/{session_id}/{action}", checkout_page.act, methods=["POST"]),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={

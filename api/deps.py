@@ -8,10 +8,13 @@ from dataclasses import dataclass
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from activities.local_provider import LocalPaymentProvider
 from api.auth import TokenResolver
+from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.service import ExecutionService
 from tollway.admin import WorkflowRecord, find_workflow
+from tollway.ledger import OrderLedger
 from tollway.settings import Settings
 
 
@@ -45,6 +48,9 @@ class Deps:
     tokens: TokenResolver
     workflows: WorkflowCatalog
     rate_limiter: RateLimiter
+    ledger: OrderLedger
+    payments: PaymentEventProcessor
+    local_provider: LocalPaymentProvider
 
     @property
     def client_token_secret(self) -> str:

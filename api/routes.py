@@ -14,7 +14,7 @@ from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
 from api.client_tokens import issue, verify
 from api.deps import Deps
 from api.errors import ApiError, FieldError, bad_request, envelope, forbidden, not_found
-from api.service import CreateCommand, IdempotencyKeyReused, TemporalUnavailable
+from api.service import AlreadyTerminal, CreateCommand, IdempotencyKeyReused, TemporalUnavailable
 from workflows.models import ExecutionRequest, ExecutionView
 
 CLIENT_HIDDEN = frozenset({"requestPayload", "initiatedById", "initiatedByType", "organizationId"})
@@ -134,3 +134,31 @@ async def _view_or_unavailable(deps: Deps, execution_id: str) -> ExecutionView |
         return await deps.service.view(execution_id)
     except TemporalUnavailable:
         raise ApiError(503, "temporal_unavailable", "Temporal did not answer in time.") from None
+
+
+async def cancel_execution(request: Request) -> JSONResponse:
+    deps = _deps(request)
+    principal = await _authenticate(request, "executions:create")
+    execution_id = request.path_params["executionId"]
+    view = await _view_or_unavailable(deps, execution_id)
+    if view is None or view.organizationId != principal.organization_id:
+        raise not_found(f"Execution {execution_id!r} does not exist.")
+    headers: dict[str, str] = request.state.response_headers
+    try:
+        cancelled = await deps.service.cancel(execution_id, f"api_token {principal.token_id}")
+    except AlreadyTerminal as ended:
+        return JSONResponse(
+            envelope(
+                409,
+                f"Execution already ended: {ended.view.status.value}.",
+                {"execution": full_view(ended.view)},
+                error="already_terminal",
+            ),
+            status_code=409,
+            headers=headers,
+        )
+    except TemporalUnavailable:
+        raise ApiError(
+            503, "temporal_unavailable", "The execution did not answer in time; retry the cancel."
+        ) from None
+    return _ok({"execution": full_view(cancelled)}, headers)

@@ -39,6 +39,7 @@ from workflows.execution import ExecutionWorkflow, initial_state, initial_status
 from workflows.models import (
     AttachInput,
     AttachResult,
+    CancelInput,
     ExecutionInput,
     ExecutionRequest,
     ExecutionState,
@@ -53,6 +54,13 @@ class IdempotencyKeyReused(Exception):
 
 class TemporalUnavailable(Exception):
     """Temporal or the worker did not answer within the request deadline."""
+
+
+class AlreadyTerminal(Exception):
+    """The execution had already ended; ``view`` is its state."""
+
+    def __init__(self, view: ExecutionView) -> None:
+        self.view = view
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,39 @@ class ExecutionService:
         if started.fingerprint != fingerprint:
             raise IdempotencyKeyReused
         return CreateOutcome(current, replayed=True)
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, eid: str, by: str) -> ExecutionView:
+        """Cancel an execution; a repeated cancel returns the state the first one produced.
+
+        Raises :class:`AlreadyTerminal` when it had ended some other way first."""
+        handle = self._handle(eid)
+        try:
+            async with asyncio.timeout(self._deadline):
+                # One update id per execution: a repeated cancel is deduplicated by Temporal.
+                await handle.execute_update(
+                    ExecutionWorkflow.cancel, CancelInput(by=by), id="cancel"
+                )
+        except WorkflowUpdateFailedError as err:
+            if not (
+                isinstance(err.cause, ApplicationError) and err.cause.type == "AlreadyTerminal"
+            ):
+                raise
+        except (TimeoutError, RPCTimeoutOrCancelledError):
+            raise TemporalUnavailable from None
+        except RPCError as err:
+            if err.status in _UNAVAILABLE:
+                raise TemporalUnavailable from None
+            if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: closed before the cancel
+                raise
+        view = await self.view(eid)
+        assert view is not None
+        if view.status != Status.CANCELLED or not (view.statusReason or "").startswith(
+            "cancelled by "
+        ):
+            raise AlreadyTerminal(view)
+        return view
 
     # -- view -------------------------------------------------------------------------------
 

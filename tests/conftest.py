@@ -116,7 +116,7 @@ async def worker(
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> AsyncIterator[Worker]:
     provider = LocalPaymentProvider(engine, settings.public_base_url)
-    w = build_worker(client, settings.task_queue, provider, executor)
+    w = build_worker(client, settings.task_queue, provider, engine, executor)
     async with w:
         yield w
 

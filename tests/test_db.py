@@ -10,9 +10,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from activities.local_provider import LocalPaymentProvider
+from activities.payments import PaymentActivities
 from tests.helpers import GREETING, make_tenant
 from tollway import admin
 from tollway.definitions import Price, parse_definition
+from tollway.ledger import OrderLedger
 from tollway.tables import ApiToken, Order
 from workflows.models import CheckoutRequest
 
@@ -43,7 +45,9 @@ def test_versions_are_kept(engine: Engine) -> None:
 
 def test_concurrent_checkouts_for_one_execution_make_one_order(engine: Engine) -> None:
     tenant = make_tenant(engine)
-    provider = LocalPaymentProvider(engine, "http://127.0.0.1:8000")
+    payments = PaymentActivities(
+        LocalPaymentProvider(engine, "http://127.0.0.1:8000"), OrderLedger(engine)
+    )
     request = CheckoutRequest(
         execution_id=f"exe_{tenant.org_id}",
         organization_id=tenant.org_id,
@@ -54,7 +58,7 @@ def test_concurrent_checkouts_for_one_execution_make_one_order(engine: Engine) -
         expires_at=datetime.now(UTC) + timedelta(minutes=30),
     )
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        sessions = list(pool.map(lambda _: provider.create_checkout(request), range(8)))
+        sessions = list(pool.map(lambda _: payments.open_checkout(request), range(8)))
     assert len({s.checkout_session_id for s in sessions}) == 1
     assert len({s.order_id for s in sessions}) == 1
     with Session(engine) as session:

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from tests.helpers import GREETING, PRICE, Tenant, create, key, wait_status
 from workflows.execution import ExecutionWorkflow
-from workflows.models import PaymentSignal
+from workflows.models import PaymentEventKind, PaymentNotice
 
 SEED_FIELDS = {
     "checkoutSessionId",
@@ -47,13 +47,16 @@ def rfc3339_utc(value: str) -> datetime:
 async def pay(
     client: Client, execution: dict[str, Any], amount: int = 500, currency: str = "usd"
 ) -> None:
+    """Deliver a payment straight to the workflow, as the webhook does after verifying."""
     handle = client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
-    await handle.signal(
-        ExecutionWorkflow.payment_received,
-        PaymentSignal(
+    await handle.execute_update(
+        ExecutionWorkflow.payment_event,
+        PaymentNotice(
             event_id=f"evt_{key()}",
+            kind=PaymentEventKind.PAID,
             provider="local",
             checkout_session_id=execution["checkoutSessionId"],
+            payment_reference=f"pi_test_{key()}",
             amount=amount,
             currency=currency,
         ),
@@ -141,6 +144,7 @@ async def test_payment_of_wrong_amount_runs_nothing(
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_failed")
     assert done["startedAt"] is None and done["responsePayload"] is None
     assert "does not match" in done["statusReason"]
+    assert done["paymentStatus"] == "refunded"
 
 
 async def test_failing_transform_fails_with_a_readable_reason(

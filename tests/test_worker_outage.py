@@ -3,6 +3,7 @@ worker stopped, and a create with no worker answers 503 then attaches on retry."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -98,11 +99,19 @@ async def test_killed_worker_restarts_and_execution_finishes_and_view_survives(
     done_view = (await view(outage_http, closed["id"], tenant.auth)).json()["data"]["execution"]
     assert done_view["responsePayload"] == {"greeting": "hello Ada"}
 
-    # The payment arrives while no worker runs; a new worker picks the execution up.
-    await pay(client, execution["execution"])
+    # The payment arrives while no worker runs (its delivery waits); a new worker takes it in
+    # and finishes the execution.
+    payment = asyncio.create_task(pay(client, execution["execution"]))
+    await asyncio.sleep(0.5)
+    assert not payment.done()
     with worker_process(outage_settings):
+        await asyncio.wait_for(payment, 30)
         done = await wait_status(
-            outage_http, execution["execution"]["id"], tenant.auth, "workflow_succeeded", timeout=30
+            outage_http,
+            execution["execution"]["id"],
+            tenant.auth,
+            "workflow_succeeded",
+            timeout=30,
         )
     assert done["paymentStatus"] == "paid"
     assert done["responsePayload"] == {"greeting": "hello Ada"}

@@ -35,8 +35,12 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     client_token_secret: SecretStr = SecretStr(DEV_CLIENT_TOKEN_SECRET)
     client_token_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Webhook secrets are comma-separated: during a rotation both old and new verify.
     local_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     payment_provider: Literal["local", "stripe"] = "local"
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None  # tests point this at a local stand-in
 
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     request_deadline_seconds: float = Field(default=10.0, gt=0)
@@ -62,6 +66,16 @@ class Settings(BaseSettings):
                 if secret == placeholder or len(secret) < 16:
                     raise ValueError(f"{name} must be set to a real secret outside dev")
         return self
+
+
+def webhook_secrets(settings: Settings, provider: str) -> list[str]:
+    """The secrets that may sign ``provider``'s webhooks (several during a rotation)."""
+    value = {"local": settings.local_webhook_secret, "stripe": settings.stripe_webhook_secret}.get(
+        provider
+    )
+    if value is None:
+        return []
+    return [s.strip() for s in value.get_secret_value().split(",") if s.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -15,34 +15,45 @@ from temporalio.worker import Worker
 from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
 from activities.step_activities import StepActivities
+from activities.stripe_provider import StripePaymentProvider, stripe_client
 from tollway.db import create_schema, make_engine
+from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
 from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
 from workflows.execution import ExecutionWorkflow
+from workflows.late_payment import LatePaymentRefundWorkflow
 
 log = structlog.get_logger("tollway.worker")
 
 
 def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
-    if settings.payment_provider == "local":
-        return LocalPaymentProvider(engine, settings.public_base_url)
-    raise SystemExit(f"payment provider {settings.payment_provider!r} is not available yet")
+    if settings.payment_provider == "stripe":
+        return StripePaymentProvider(stripe_client(settings), settings.public_base_url)
+    return LocalPaymentProvider(engine, settings.public_base_url)
 
 
 def build_worker(
     client: Client,
     task_queue: str,
     provider: PaymentProvider,
+    engine: Engine,
     executor: concurrent.futures.Executor,
 ) -> Worker:
-    payments = PaymentActivities(provider)
+    payments = PaymentActivities(provider, OrderLedger(engine))
     steps = StepActivities()
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow],
-        activities=[payments.create_checkout, steps.run_step],
+        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow],
+        activities=[
+            payments.open_checkout,
+            payments.close_checkout,
+            payments.record_failed_attempt,
+            payments.confirm_payment,
+            payments.refund_payment,
+            steps.run_step,
+        ],
         activity_executor=executor,
     )
 
@@ -52,9 +63,8 @@ async def run_worker(settings: Settings) -> None:
     create_schema(engine)
     client = await connect(settings)
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(
-            client, settings.task_queue, build_provider(settings, engine), executor
-        )
+        provider = build_provider(settings, engine)
+        worker = build_worker(client, settings.task_queue, provider, engine, executor)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,12 +1,19 @@
-"""The execution workflow: wait for payment (when priced), then run the definition's steps.
+"""The execution workflow: take payment (when priced), then run the definition's steps.
 
-Deterministic by construction: time from ``workflow.now()``, every side effect in an
-activity, and all state a handler needs is set in ``@workflow.init`` (the create update is
-delivered in the same task as the start, before ``run`` has begun).
+Money rules, enforced here (see CONTRACT "Lifecycle" and "Payments"):
+- no step runs before a payment of the order's exact amount and currency is confirmed;
+- one payment is kept per execution: a duplicate, mismatched or late payment is refunded;
+- a paid execution ends succeeded, or refunded (failure unless ``refundOnFailure`` is false,
+  cancellation always).
+
+Deterministic by construction: time from ``workflow.now()``, every side effect in an activity,
+and all state a handler needs is set in ``@workflow.init`` (the create update is delivered in
+the same task as the start, before ``run`` has begun).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,17 +30,28 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         AttachInput,
         AttachResult,
+        CancelInput,
         CheckoutRequest,
+        CloseCheckoutRequest,
+        ConfirmPaymentRequest,
         ExecutionInput,
         ExecutionState,
         ExecutionView,
-        PaymentSignal,
+        PaymentEventKind,
+        PaymentNotice,
         PaymentStatus,
+        RefundRequest,
         Status,
         StepRequest,
     )
 
+CALL_TIMEOUT = timedelta(seconds=30)
 CHECKOUT_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+# Money must move eventually: refunds and ledger writes retry until they succeed, visible to
+# operators in the Temporal UI as a retrying activity if a provider keeps refusing.
+MONEY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=10)
+)
 
 
 def initial_statuses(inp: ExecutionInput) -> tuple[Status, PaymentStatus]:
@@ -60,9 +78,8 @@ def failure_message(err: BaseException) -> str:
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
     if isinstance(cause, TimeoutError):
-        return (
-            f"timed out ({cause.type.name.lower().replace('_', '-') if cause.type else 'timeout'})"
-        )
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"timed out ({kind})"
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause)
@@ -75,7 +92,11 @@ class ExecutionWorkflow:
         self._input = inp
         self._state = initial_state(inp, workflow.now(), workflow.info().run_id)
         self._checkout_settled = inp.definition.price is None
-        self._payment: PaymentSignal | None = None
+        self._payment: PaymentNotice | None = None
+        self._inbox: list[PaymentNotice] = []
+        self._seen_events: set[str] = set()
+        self._handled: set[str] = set()
+        self._cancel: CancelInput | None = None
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -97,10 +118,30 @@ class ExecutionWorkflow:
                 type="IdempotencyKeyReused",
             )
 
-    @workflow.signal
-    def payment_received(self, signal: PaymentSignal) -> None:
-        if self._payment is None:
-            self._payment = signal
+    @workflow.update
+    async def payment_event(self, notice: PaymentNotice) -> ExecutionView:
+        """A verified provider event. An update, not a signal: the webhook learns that the
+        execution took the event in (or gets an error and the provider retries), so a payment
+        can never land in a workflow that is already closing and be lost."""
+        if notice.event_id not in self._seen_events:  # membership only: deterministic
+            self._seen_events.add(notice.event_id)
+            self._inbox.append(notice)
+        await workflow.wait_condition(lambda: notice.event_id in self._handled)
+        return self.view()
+
+    @workflow.update
+    async def cancel(self, inp: CancelInput) -> ExecutionView:
+        if self._cancel is None:
+            self._cancel = inp
+        await workflow.wait_condition(lambda: self._state.status.terminal)
+        return self.view()
+
+    @cancel.validator
+    def _validate_cancel(self, inp: CancelInput) -> None:
+        if self._state.status.terminal:
+            raise ApplicationError(
+                f"execution already ended: {self._state.status.value}", type="AlreadyTerminal"
+            )
 
     # -- main -------------------------------------------------------------------------------
 
@@ -108,20 +149,28 @@ class ExecutionWorkflow:
     async def run(self, inp: ExecutionInput) -> ExecutionView:
         self._record()
         try:
-            if inp.definition.price is not None and not await self._collect_payment():
-                return await self._finish()
-            await self._run_steps()
+            if inp.definition.price is None or await self._collect_payment():
+                await self._run_work()
         finally:
             self._checkout_settled = True
-        return await self._finish()
+        # Payments that arrive while the execution ends are refunded before it closes.
+        while True:
+            await self._drain_inbox()
+            await workflow.wait_condition(
+                lambda: bool(self._inbox) or workflow.all_handlers_finished()
+            )
+            if not self._inbox:
+                return self.view()
+
+    # -- payment ----------------------------------------------------------------------------
 
     async def _collect_payment(self) -> bool:
         price = self._input.definition.price
         assert price is not None
-        timeout = timedelta(seconds=self._input.definition.paymentTimeoutSeconds)
+        deadline = workflow.now() + timedelta(seconds=self._input.definition.paymentTimeoutSeconds)
         try:
             checkout = await workflow.execute_activity_method(
-                PaymentActivities.create_checkout,
+                PaymentActivities.open_checkout,
                 CheckoutRequest(
                     execution_id=self._input.execution_id,
                     organization_id=self._input.organization_id,
@@ -129,17 +178,16 @@ class ExecutionWorkflow:
                     workflow_version=self._input.workflow_version,
                     workflow_name=self._input.definition.name,
                     price=price,
-                    expires_at=workflow.now() + timeout,
+                    expires_at=deadline,
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=CALL_TIMEOUT,
                 retry_policy=CHECKOUT_RETRY,
             )
         except ActivityError as err:
-            self._set(
-                status=Status.FAILED,
+            self._end(
+                Status.FAILED,
+                f"checkout could not be created: {failure_message(err)}",
                 paymentStatus=PaymentStatus.CANCELLED,
-                statusReason=f"checkout could not be created: {failure_message(err)}",
-                finishedAt=workflow.now(),
             )
             return False
         self._set(
@@ -148,34 +196,181 @@ class ExecutionWorkflow:
             checkoutUrl=checkout.checkout_url,
         )
         self._checkout_settled = True
-        try:
-            await workflow.wait_condition(lambda: self._payment is not None, timeout=timeout)
-        except builtins.TimeoutError:
-            self._set(
-                status=Status.CANCELLED,
-                paymentStatus=PaymentStatus.EXPIRED,
-                statusReason="payment_expired",
-                finishedAt=workflow.now(),
-            )
+
+        while self._payment is None and not self._state.status.terminal:
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                await self._close_checkout("expired")
+                self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+                return False
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox) or self._cancel is not None, timeout=remaining
+                )
+            except builtins.TimeoutError:
+                continue
+            if self._cancel is not None:
+                await self._close_checkout("cancelled")
+                self._end(
+                    Status.CANCELLED,
+                    f"cancelled by {self._cancel.by} before payment",
+                    paymentStatus=PaymentStatus.CANCELLED,
+                )
+                return False
+            await self._drain_inbox()
+        if self._payment is None:
             return False
+
         payment = self._payment
-        assert payment is not None
-        if (payment.amount, payment.currency.lower()) != (price.amount, price.currency):
-            self._set(
-                status=Status.FAILED,
-                paymentStatus=PaymentStatus.FAILED,
-                statusReason=(
-                    f"payment of {payment.amount} {payment.currency} does not match the order "
-                    f"({price.amount} {price.currency}); nothing was run"
-                ),
-                finishedAt=workflow.now(),
-            )
-            return False
-        self._set(status=Status.PAYMENT_CONFIRMED, paymentStatus=PaymentStatus.PAID)
-        self._set(status=Status.QUEUED)
+        assert payment.payment_reference and payment.amount is not None and payment.currency
+        await workflow.execute_activity_method(
+            PaymentActivities.confirm_payment,
+            ConfirmPaymentRequest(
+                execution_id=self._input.execution_id,
+                provider=payment.provider,
+                payment_reference=payment.payment_reference,
+                amount=payment.amount,
+                currency=payment.currency,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+        self._set(
+            status=Status.PAYMENT_CONFIRMED, paymentStatus=PaymentStatus.PAID, statusReason=None
+        )
         return True
 
-    async def _run_steps(self) -> None:
+    async def _drain_inbox(self) -> None:
+        while self._inbox:
+            notice = self._inbox[0]
+            await self._handle(notice)
+            self._inbox.pop(0)
+            self._handled.add(notice.event_id)
+
+    async def _handle(self, notice: PaymentNotice) -> None:
+        awaiting = self._state.status == Status.AWAITING_PAYMENT
+        if notice.kind == PaymentEventKind.PAID:
+            await self._on_paid(notice)
+        elif notice.kind == PaymentEventKind.PROCESSING and awaiting:
+            self._set(statusReason="payment processing")
+        elif notice.kind == PaymentEventKind.FAILED and awaiting:
+            await workflow.execute_activity_method(
+                PaymentActivities.record_failed_attempt,
+                self._input.execution_id,
+                start_to_close_timeout=CALL_TIMEOUT,
+                retry_policy=MONEY_RETRY,
+            )
+            self._set(
+                paymentStatus=PaymentStatus.FAILED,
+                statusReason="payment failed; the checkout is still open",
+            )
+        elif notice.kind == PaymentEventKind.EXPIRED and awaiting:
+            await self._close_checkout("expired")
+            self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+        elif notice.kind == PaymentEventKind.REFUNDED and self._is_own(notice):
+            self._set(paymentStatus=PaymentStatus.REFUNDED)
+
+    def _is_own(self, notice: PaymentNotice) -> bool:
+        return (
+            self._payment is not None
+            and notice.payment_reference == self._payment.payment_reference
+        )
+
+    async def _on_paid(self, notice: PaymentNotice) -> None:
+        if not notice.payment_reference or self._is_own(notice):
+            return  # another event about the payment we already hold
+        price = self._input.definition.price
+        if self._payment is None and self._state.status == Status.AWAITING_PAYMENT:
+            assert price is not None
+            currency = (notice.currency or "").lower()
+            if (notice.amount, currency) == (price.amount, price.currency):
+                self._payment = notice
+                return
+            await self._refund(notice, "amount or currency does not match the order")
+            await self._close_checkout("cancelled")
+            self._end(
+                Status.FAILED,
+                f"payment of {notice.amount} {currency} does not match the order "
+                f"({price.amount} {price.currency}); nothing was run and it was refunded",
+                paymentStatus=PaymentStatus.REFUNDED,
+            )
+            return
+        reason = (
+            "duplicate payment"
+            if self._payment is not None
+            else f"payment after the execution ended ({self._state.status.value})"
+        )
+        await self._refund(notice, reason)
+
+    async def _refund(self, notice: PaymentNotice, reason: str) -> None:
+        assert notice.payment_reference
+        await workflow.execute_activity_method(
+            PaymentActivities.refund_payment,
+            RefundRequest(
+                execution_id=self._input.execution_id,
+                provider=notice.provider,
+                payment_reference=notice.payment_reference,
+                amount=notice.amount or 0,
+                currency=(notice.currency or "").lower(),
+                reason=reason,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+
+    async def _refund_own(self, reason: str) -> None:
+        if self._payment is not None and self._state.paymentStatus == PaymentStatus.PAID:
+            await self._refund(self._payment, reason)
+            self._set(paymentStatus=PaymentStatus.REFUNDED)
+
+    async def _close_checkout(self, outcome: str) -> None:
+        session_id = self._state.checkoutSessionId
+        if session_id is None:
+            return
+        await workflow.execute_activity_method(
+            PaymentActivities.close_checkout,
+            CloseCheckoutRequest(
+                execution_id=self._input.execution_id,
+                checkout_session_id=session_id,
+                outcome=outcome,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+
+    # -- work -------------------------------------------------------------------------------
+
+    async def _run_work(self) -> None:
+        if self._state.status != Status.QUEUED:
+            self._set(status=Status.QUEUED)
+        if self._cancel is not None:
+            await self._refund_own(f"cancelled by {self._cancel.by}")
+            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by}")
+            return
+        work = asyncio.create_task(self._run_steps())
+        while not work.done():
+            await workflow.wait_condition(
+                lambda: work.done() or self._cancel is not None or bool(self._inbox)
+            )
+            await self._drain_inbox()  # duplicate payments are refunded while work runs
+            if self._cancel is not None and not work.done():
+                work.cancel()
+                break
+        try:
+            failure = await work
+        except asyncio.CancelledError:
+            assert self._cancel is not None
+            await self._refund_own(f"cancelled by {self._cancel.by}")
+            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by} while running")
+            return
+        if failure is None:
+            return
+        if self._input.definition.refundOnFailure:
+            await self._refund_own(failure)
+        self._end(Status.FAILED, failure)
+
+    async def _run_steps(self) -> str | None:
+        """Run every step; returns why it failed, or None after recording success."""
         definition = self._input.definition
         request = self._input.request
         context: dict[str, Any] = {
@@ -192,8 +387,7 @@ class ExecutionWorkflow:
                     continue
                 context["steps"][step.id] = await self._execute(step, context)
             except ActivityError as err:
-                self._fail(f"step '{step.id}' failed: {failure_message(err)}")
-                return
+                return f"step '{step.id}' failed: {failure_message(err)}"
         try:
             output = (
                 await self._evaluate(definition.output, context)
@@ -201,13 +395,13 @@ class ExecutionWorkflow:
                 else context["steps"]
             )
         except ActivityError as err:
-            self._fail(f"output could not be built: {failure_message(err)}")
-            return
-        self._set(
-            status=Status.SUCCEEDED,
+            return f"output could not be built: {failure_message(err)}"
+        self._end(
+            Status.SUCCEEDED,
+            None,
             responsePayload=output if isinstance(output, dict) else {"value": output},
-            finishedAt=workflow.now(),
         )
+        return None
 
     async def _execute(self, step: Step, context: dict[str, Any]) -> Any:
         result = await workflow.execute_activity_method(
@@ -232,8 +426,8 @@ class ExecutionWorkflow:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _fail(self, reason: str) -> None:
-        self._set(status=Status.FAILED, statusReason=reason, finishedAt=workflow.now())
+    def _end(self, status: Status, reason: str | None, **changes: Any) -> None:
+        self._set(status=status, statusReason=reason, finishedAt=workflow.now(), **changes)
 
     def _set(self, **changes: Any) -> None:
         self._state = self._state.model_copy(update={**changes, "updatedAt": workflow.now()})
@@ -248,7 +442,3 @@ class ExecutionWorkflow:
                 sa.PAYMENT_STATUS.value_set(self._state.paymentStatus.value),
             ]
         )
-
-    async def _finish(self) -> ExecutionView:
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.view()

@@ -160,13 +160,28 @@ class AttachResult(_Payload):
     nonce: str
 
 
-class PaymentSignal(_Payload):
+class PaymentEventKind(StrEnum):
+    PAID = "paid"
+    PROCESSING = "processing"  # checkout completed, payment not settled yet (async methods)
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+
+
+class PaymentNotice(_Payload):
+    """A verified provider event, mapped to what it means for the execution (the signal)."""
+
     event_id: str
+    kind: PaymentEventKind
     provider: str
-    checkout_session_id: str
-    amount: int
-    currency: str
+    checkout_session_id: str | None = None
     payment_reference: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+
+
+class CancelInput(_Payload):
+    by: str
 
 
 class CheckoutRequest(_Payload):
@@ -183,6 +198,38 @@ class CheckoutSession(_Payload):
     order_id: str
     checkout_session_id: str
     checkout_url: str
+
+
+class CloseCheckoutRequest(_Payload):
+    execution_id: str
+    checkout_session_id: str
+    outcome: str  # the order's final status: "expired" or "cancelled"
+
+
+class ConfirmPaymentRequest(_Payload):
+    execution_id: str
+    provider: str
+    payment_reference: str
+    amount: int
+    currency: str
+
+
+class RefundRequest(_Payload):
+    execution_id: str
+    provider: str
+    payment_reference: str
+    amount: int
+    currency: str
+    reason: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """One refund per payment, whatever is retried."""
+        return f"{self.execution_id}:refund:{self.payment_reference}"
+
+
+class RefundResult(_Payload):
+    refund_reference: str
 
 
 class StepRequest(_Payload):

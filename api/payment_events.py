@@ -1,0 +1,241 @@
+"""Inbound payment events: verify, remember, map to an execution, deliver.
+
+Both providers speak Stripe's wire format and go through this one path: the ``local``
+provider's checkout page signs its events exactly as Stripe does.
+
+- The signature is checked on the raw body (HMAC-SHA256, constant-time comparison by the
+  ``stripe`` package, 300 s tolerance both ways), against every configured secret so a
+  rotation needs no downtime.
+- Event ids are stored in ``payment_event``: a repeated event (also after a restart) is
+  answered 200 and has no second effect. A delivery that fails is forgotten again, so the
+  provider's retry is processed.
+- The event reaches the execution as a workflow update (id = event id). An execution that
+  is already closed gets no update: a payment for it is refunded by its own workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio.to_thread
+import stripe
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.service import TemporalUnavailable
+from tollway.ledger import OrderLedger
+from tollway.tables import PaymentEvent
+from workflows.execution import ExecutionWorkflow
+from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
+from workflows.models import PaymentEventKind, PaymentNotice, RefundRequest
+
+TOLERANCE_SECONDS = 300
+log = structlog.get_logger("tollway.payments")
+
+_SESSION_KINDS = {
+    "checkout.session.async_payment_succeeded": PaymentEventKind.PAID,
+    "checkout.session.async_payment_failed": PaymentEventKind.FAILED,
+    "checkout.session.expired": PaymentEventKind.EXPIRED,
+}
+
+
+class InvalidSignature(Exception):
+    """The event is not signed by a configured secret, or is outside the tolerance."""
+
+
+def verify(
+    raw: bytes, header: str | None, secrets: list[str], now: float | None = None
+) -> dict[str, Any]:
+    """The event, if ``header`` signs ``raw`` with one of ``secrets`` within the tolerance."""
+    if not header:
+        raise InvalidSignature("missing Stripe-Signature header")
+    if not secrets:
+        raise InvalidSignature("no webhook secret is configured for this provider")
+    try:
+        timestamp = int(dict(p.split("=", 1) for p in header.split(",") if "=" in p)["t"])
+    except (KeyError, ValueError):
+        raise InvalidSignature("malformed Stripe-Signature header") from None
+    if abs((now or time.time()) - timestamp) > TOLERANCE_SECONDS:
+        raise InvalidSignature("timestamp outside the tolerance")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(raw, header, secret, TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError:
+            continue
+        try:
+            event = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidSignature("signed body is not JSON") from None
+        if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+            raise InvalidSignature("signed body is not an event")
+        return event
+    raise InvalidSignature("no signature matches")
+
+
+def to_notice(event: dict[str, Any], provider: str) -> tuple[str | None, PaymentNotice | None]:
+    """The execution an event is about, and what it means for it (None: not our concern)."""
+    kind_name = str(event.get("type", ""))
+    obj = (event.get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        return None, None
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    execution_id = obj.get("client_reference_id") or metadata.get("executionId")
+    if not isinstance(execution_id, str) or not execution_id:
+        return None, None
+    if kind_name == "checkout.session.completed":
+        paid = obj.get("payment_status") == "paid"
+        kind = PaymentEventKind.PAID if paid else PaymentEventKind.PROCESSING
+    elif kind_name in _SESSION_KINDS:
+        kind = _SESSION_KINDS[kind_name]
+    elif kind_name == "charge.refunded":
+        kind = PaymentEventKind.REFUNDED
+    else:
+        return execution_id, None
+    is_charge = obj.get("object") == "charge"
+    reference = obj.get("payment_intent") or (obj.get("id") if is_charge else None)
+    amount = obj.get("amount") if is_charge else obj.get("amount_total")
+    return execution_id, PaymentNotice(
+        event_id=event["id"],
+        kind=kind,
+        provider=provider,
+        checkout_session_id=None if is_charge else obj.get("id"),
+        payment_reference=reference if isinstance(reference, str) else None,
+        amount=amount if isinstance(amount, int) else None,
+        currency=str(obj.get("currency") or "").lower() or None,
+    )
+
+
+@dataclass
+class PaymentEventProcessor:
+    client: Client
+    engine: Engine
+    task_queue: str
+    deadline: float
+
+    async def process(self, provider: str, event: dict[str, Any]) -> str:
+        """Handle a verified event once; returns what happened (for the response and logs)."""
+        execution_id, notice = to_notice(event, provider)
+        if not await anyio.to_thread.run_sync(self._remember, event, provider, execution_id):
+            return "duplicate"
+        try:
+            outcome = await self._deliver(execution_id, notice)
+        except BaseException:
+            await anyio.to_thread.run_sync(self._forget, event["id"])
+            raise
+        await anyio.to_thread.run_sync(self._settle, event["id"], outcome)
+        log.info(
+            "payment event",
+            event_id=event["id"],
+            type=event.get("type"),
+            execution_id=execution_id,
+            outcome=outcome,
+        )
+        return outcome
+
+    async def _deliver(self, execution_id: str | None, notice: PaymentNotice | None) -> str:
+        if execution_id is None:
+            return "no_execution"
+        if notice is None:
+            return "ignored"
+        handle = self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
+        try:
+            async with asyncio.timeout(self.deadline):
+                await handle.execute_update(
+                    ExecutionWorkflow.payment_event,
+                    notice,
+                    id=f"payment-{notice.event_id}",
+                    rpc_timeout=timedelta(seconds=self.deadline),
+                )
+            return "delivered"
+        except (TimeoutError, RPCTimeoutOrCancelledError):
+            raise TemporalUnavailable from None
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                if err.status in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}:
+                    raise TemporalUnavailable from None
+                raise
+        # Not found: either no such execution, or it is closed.
+        try:
+            await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                log.warning(
+                    "payment event for unknown execution",
+                    execution_id=execution_id,
+                    event_id=notice.event_id,
+                )
+                return "unknown_execution"
+            raise
+        return await self._after_close(execution_id, notice)
+
+    async def _after_close(self, execution_id: str, notice: PaymentNotice) -> str:
+        ledger = OrderLedger(self.engine)
+        order = await anyio.to_thread.run_sync(ledger.by_execution, execution_id)
+        if notice.kind != PaymentEventKind.PAID or not notice.payment_reference:
+            return "execution_closed"
+        if order is not None and order.payment_reference == notice.payment_reference:
+            return "already_consumed"  # another event about the payment it ran on
+        request = RefundRequest(
+            execution_id=execution_id,
+            provider=notice.provider,
+            payment_reference=notice.payment_reference,
+            amount=notice.amount or 0,
+            currency=notice.currency or "",
+            reason="payment after the execution ended",
+        )
+        try:
+            await self.client.start_workflow(
+                LatePaymentRefundWorkflow.run,
+                request,
+                id=late_refund_id(request),
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except WorkflowAlreadyStartedError:
+            return "late_payment_refund_exists"
+        return "late_payment_refunded"
+
+    def _remember(self, event: dict[str, Any], provider: str, execution_id: str | None) -> bool:
+        with Session(self.engine) as session:
+            session.add(
+                PaymentEvent(
+                    id=event["id"][:255],
+                    provider=provider,
+                    type=str(event.get("type", ""))[:100],
+                    execution_id=execution_id[:64] if execution_id else None,
+                    outcome="processing",
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    def _forget(self, event_id: str) -> None:
+        with Session(self.engine) as session:
+            row = session.get(PaymentEvent, event_id[:255])
+            if row is not None:
+                session.delete(row)
+                session.commit()
+
+    def _settle(self, event_id: str, outcome: str) -> None:
+        with Session(self.engine) as session:
+            row = session.get(PaymentEvent, event_id[:255])
+            if row is not None:
+                row.outcome = outcome
+                session.add(row)
+                session.commit()
