@@ -184,6 +184,21 @@ class PaymentEventProcessor:
     async def _after_close(self, execution_id: str, notice: PaymentNotice) -> str:
         ledger = OrderLedger(self.engine)
         order = await anyio.to_thread.run_sync(ledger.by_execution, execution_id)
+        own = order is not None and order.payment_reference == notice.payment_reference
+        if notice.kind == PaymentEventKind.REFUNDED and own and notice.payment_reference:
+            await anyio.to_thread.run_sync(
+                ledger.record_refund,
+                RefundRequest(
+                    execution_id=execution_id,
+                    provider=notice.provider,
+                    payment_reference=notice.payment_reference,
+                    amount=notice.amount or 0,
+                    currency=notice.currency or "",
+                    reason="refunded at the provider",
+                ),
+                f"provider:{notice.event_id}",
+            )
+            return "refund_recorded"
         if notice.kind != PaymentEventKind.PAID or not notice.payment_reference:
             return "execution_closed"
         if order is not None and order.payment_reference == notice.payment_reference:

@@ -90,6 +90,10 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
         yield pool
 
 
+WEBHOOK_SECRET = "whsec_test_current_0123456789"
+PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
+
+
 def make_settings(database_url: str, temporal_address: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
@@ -98,6 +102,8 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "auth_cache_seconds": 0.0,
         "request_deadline_seconds": 15.0,
         "query_timeout_seconds": 2.0,
+        # Two secrets, as during a rotation: both must verify.
+        "local_webhook_secret": f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
     }
     values.update(overrides)
     return Settings.model_validate(values)

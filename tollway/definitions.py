@@ -52,8 +52,15 @@ class TransformStep(StepBase):
     expression: Expression
 
 
-Step = Annotated[TransformStep, Field(discriminator="kind")]
-STEP_KINDS = frozenset({"transform"})
+class DelayStep(StepBase):
+    """A durable Temporal timer: survives worker restarts, costs nothing while it waits."""
+
+    kind: Literal["delay"]
+    seconds: float = Field(gt=0, le=365 * 24 * 3600)
+
+
+Step = Annotated[TransformStep | DelayStep, Field(discriminator="kind")]
+STEP_KINDS = frozenset({"transform", "delay"})
 
 
 class WorkflowDefinition(_Model):
@@ -61,7 +68,7 @@ class WorkflowDefinition(_Model):
     access: Literal["public_execute", "private"] = "private"
     enabled: bool = True
     price: Price | None = None
-    paymentTimeoutSeconds: int = Field(default=1800, ge=60, le=7 * 24 * 3600)
+    paymentTimeoutSeconds: int = Field(default=1800, ge=1, le=7 * 24 * 3600)
     refundOnFailure: bool = True
     maxConcurrency: int | None = Field(default=None, ge=1, le=10_000)
     steps: list[Step] = Field(min_length=1, max_length=100)

@@ -25,7 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from activities.step_activities import StepActivities
-    from tollway.definitions import Step, TransformStep
+    from tollway.definitions import DelayStep, Step, TransformStep
     from workflows import search_attributes as sa
     from workflows.models import (
         AttachInput,
@@ -404,6 +404,9 @@ class ExecutionWorkflow:
         return None
 
     async def _execute(self, step: Step, context: dict[str, Any]) -> Any:
+        if isinstance(step, DelayStep):  # a timer, not an activity
+            await workflow.sleep(timedelta(seconds=step.seconds))
+            return {"sleptSeconds": step.seconds}
         result = await workflow.execute_activity_method(
             StepActivities.run_step,
             StepRequest(step=step, context=context),
