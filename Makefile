@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint  ## lint, type-check, then the whole suite against a real Temporal dev server
+browser:  ## Debian's Chromium for the checkout browser test (skipped, with a reason, without it)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get install -y -q chromium >/dev/null; } || echo "chromium unavailable: browser test will be skipped"
+
+test: lint browser  ## lint, type-check, then the whole suite against a real Temporal dev server
 	$(BIN)/pytest
 
 bench: $(STAMP)  ## HTTP layer vs the raw Temporal client, side by side in one run
