@@ -7,46 +7,79 @@ Set TOLLWAY_RECORD_HISTORIES=1 to (re)write the checked-in histories from this r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.helpers import Tenant, create, wait_status
+from tests.helpers import GREETING, PRICE, Tenant, create, wait_status
+from tests.money import pay_via_webhook
 from tests.test_lifecycle import pay
 from workflows.execution import ExecutionWorkflow
+from workflows.late_payment import LatePaymentRefundWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[ExecutionWorkflow], data_converter=pydantic_data_converter)
+    return Replayer(
+        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow],
+        data_converter=pydantic_data_converter,
+    )
 
 
 async def test_replay_of_histories_produced_now(
-    http: httpx.AsyncClient, client: Client, tenant: Tenant
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
 ) -> None:
-    free = (await create(http, tenant, tenant.free_wf)).json()["data"]["execution"]
-    failing = (await create(http, tenant, tenant.free_wf, requestPayload={})).json()["data"]
-    paid = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
-    wrong = (await create(http, tenant, tenant.priced_wf, sourceEntityId="w")).json()["data"]
+    async def start(wf: str, **kw: Any) -> dict[str, Any]:
+        execution: dict[str, Any] = (await create(http, tenant, wf, **kw)).json()["data"][
+            "execution"
+        ]
+        return execution
+
+    free = await start(tenant.free_wf)
+    failing = await start(tenant.free_wf, requestPayload={})
+    paid = await start(tenant.priced_wf)
+    wrong = await start(tenant.priced_wf, sourceEntityId="w")
+    refunded = await start(tenant.priced_wf, requestPayload={})
+    cancelled = await start(tenant.priced_wf, sourceEntityId="c")
+    duplicate = await start(tenant.priced_wf, sourceEntityId="d")
+    expiring = await start(
+        tenant.workflow({**GREETING, "price": PRICE, "paymentTimeoutSeconds": 1})
+    )
     await pay(client, paid)
-    await pay(client, wrong["execution"], currency="eur")
+    await pay(client, wrong, currency="eur")
+    await pay_via_webhook(http, engine, refunded)
+    await http.post(f"/v1/public/executions/{cancelled['id']}/cancel", headers=tenant.auth)
+    late = await pay_via_webhook(http, engine, cancelled)
+    await asyncio.gather(
+        pay_via_webhook(http, engine, duplicate), pay_via_webhook(http, engine, duplicate)
+    )
     ends = {
         "free_succeeded": (free["id"], "workflow_succeeded"),
-        "transform_failed": (failing["execution"]["id"], "workflow_failed"),
+        "transform_failed": (failing["id"], "workflow_failed"),
         "paid_succeeded": (paid["id"], "workflow_succeeded"),
-        "payment_mismatch": (wrong["execution"]["id"], "workflow_failed"),
+        "payment_mismatch": (wrong["id"], "workflow_failed"),
+        "failed_and_refunded": (refunded["id"], "workflow_failed"),
+        "cancelled_then_paid_late": (cancelled["id"], "workflow_cancelled"),
+        "duplicate_payment_refunded": (duplicate["id"], "workflow_succeeded"),
+        "payment_expired": (expiring["id"], "workflow_cancelled"),
     }
     histories: dict[str, WorkflowHistory] = {}
     for name, (eid, status) in ends.items():
         await wait_status(http, eid, tenant.auth, status)
         histories[name] = await client.get_workflow_handle(eid).fetch_history()
 
+    late_refund = client.get_workflow_handle(f"{cancelled['id']}-refund-{late}")
+    await late_refund.result()
+    histories["late_payment_refund"] = await late_refund.fetch_history()
     for history in histories.values():
         await replayer().replay_workflow(history)
 
