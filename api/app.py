@@ -43,6 +43,7 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
             settings.task_queue,
             request_deadline=settings.request_deadline_seconds,
             query_timeout=settings.query_timeout_seconds,
+            public_base_url=settings.public_base_url,
         ),
         tokens=TokenResolver(engine, settings.auth_cache_seconds),
         workflows=WorkflowCatalog(engine, settings.auth_cache_seconds),
@@ -105,6 +106,11 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             Route(
                 "/v1/public/executions/{executionId}/cancel",
                 routes.cancel_execution,
+                methods=["POST"],
+            ),
+            Route(
+                "/v1/public/executions/{executionId}/callbacks/{stepId}",
+                routes.receive_callback,
                 methods=["POST"],
             ),
             Route(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -14,10 +15,18 @@ from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
 from api.client_tokens import issue, verify
 from api.deps import Deps
 from api.errors import ApiError, FieldError, bad_request, envelope, forbidden, not_found
-from api.service import AlreadyTerminal, CreateCommand, IdempotencyKeyReused, TemporalUnavailable
+from api.service import (
+    AlreadyTerminal,
+    CallbackRefused,
+    CreateCommand,
+    IdempotencyKeyReused,
+    TemporalUnavailable,
+)
 from workflows.models import ExecutionRequest, ExecutionView
 
-CLIENT_HIDDEN = frozenset({"requestPayload", "initiatedById", "initiatedByType", "organizationId"})
+CLIENT_HIDDEN = frozenset(
+    {"requestPayload", "initiatedById", "initiatedByType", "organizationId", "callbacks"}
+)
 
 
 def _deps(request: Request) -> Deps:
@@ -162,3 +171,41 @@ async def cancel_execution(request: Request) -> JSONResponse:
             503, "temporal_unavailable", "The execution did not answer in time; retry the cancel."
         ) from None
     return _ok({"execution": full_view(cancelled)}, headers)
+
+
+_CALLBACK_REFUSALS = {
+    "UnknownCallback": (404, "not_found", "This execution has no such callback."),
+    "BadCallbackToken": (401, "unauthorized", "The callback token is not valid."),
+    "CallbackClosed": (409, "callback_closed", "This callback is no longer awaited."),
+}
+
+
+async def receive_callback(request: Request) -> JSONResponse:
+    deps = _deps(request)
+    execution_id, step_id = request.path_params["executionId"], request.path_params["stepId"]
+    token = bearer_token(request)
+    if token is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "The step's callback token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raw = await read_limited(request, deps.settings.max_body_bytes)
+    try:
+        body = json.loads(raw) if raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(
+            "Callback body is not valid JSON.", [FieldError("body", str(exc))]
+        ) from None
+    try:
+        await deps.service.callback(execution_id, step_id, token, body)
+    except CallbackRefused as refused:
+        status, error, message = _CALLBACK_REFUSALS.get(
+            refused.reason, (409, "callback_closed", "This callback is no longer awaited.")
+        )
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        raise ApiError(status, error, message, headers=headers) from None
+    except TemporalUnavailable:
+        raise ApiError(503, "temporal_unavailable", "Not delivered; retry the callback.") from None
+    return _ok({"received": True}, {})

@@ -39,6 +39,7 @@ from workflows.execution import ExecutionWorkflow, initial_state, initial_status
 from workflows.models import (
     AttachInput,
     AttachResult,
+    CallbackInput,
     CancelInput,
     ExecutionInput,
     ExecutionRequest,
@@ -54,6 +55,13 @@ class IdempotencyKeyReused(Exception):
 
 class TemporalUnavailable(Exception):
     """Temporal or the worker did not answer within the request deadline."""
+
+
+class CallbackRefused(Exception):
+    """The workflow refused a callback; ``reason`` is the validator's error type."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class AlreadyTerminal(Exception):
@@ -102,7 +110,9 @@ class ExecutionService:
         task_queue: str,
         request_deadline: float,
         query_timeout: float,
+        public_base_url: str = "",
     ) -> None:
+        self._public_base_url = public_base_url
         self._client = client
         self._task_queue = task_queue
         self._deadline = request_deadline
@@ -122,6 +132,7 @@ class ExecutionService:
             definition=cmd.workflow.definition,
             request=cmd.request,
             fingerprint=cmd.fingerprint,
+            public_base_url=self._public_base_url,
         )
         status, payment_status = initial_statuses(inp)
         attributes: list[SearchAttributePair[str]] = [
@@ -193,6 +204,32 @@ class ExecutionService:
         if started.fingerprint != fingerprint:
             raise IdempotencyKeyReused
         return CreateOutcome(current, replayed=True)
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    async def callback(self, eid: str, step_id: str, token: str, body: Any) -> ExecutionView:
+        """Deliver a ``wait_for_callback`` step's result. A wrong token is rejected by the
+        workflow's validator and leaves no trace in history."""
+        handle = self._handle(eid)
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await handle.execute_update(
+                    ExecutionWorkflow.callback,
+                    CallbackInput(step_id=step_id, token=token, body=body),
+                )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type:
+                raise CallbackRefused(cause.type) from None
+            raise
+        except (TimeoutError, RPCTimeoutOrCancelledError):
+            raise TemporalUnavailable from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise CallbackRefused("CallbackClosed") from None
+            if err.status in _UNAVAILABLE:
+                raise TemporalUnavailable from None
+            raise
 
     # -- cancel -----------------------------------------------------------------------------
 

@@ -20,7 +20,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.local_provider import LocalPaymentProvider
+from activities.steps import StepEnvironment
+from activities.steps.http import guarded_client
+from activities.steps.ssrf import AllowList
 from api.app import build_deps, create_app
+from tests import step_functions
 from tests.helpers import Tenant, make_tenant
 from tollway.db import create_schema, make_engine
 from tollway.settings import Settings
@@ -90,6 +94,7 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
         yield pool
 
 
+PARTNER_SECRET = "partner-secret-value-7f3a9c"
 WEBHOOK_SECRET = "whsec_test_current_0123456789"
 PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
 
@@ -104,6 +109,9 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "query_timeout_seconds": 2.0,
         # Two secrets, as during a rotation: both must verify.
         "local_webhook_secret": f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
+        # Test servers listen on 127.0.0.1; every other address stays refused, so the
+        # SSRF tests use 127.0.0.2 and a broken guard reaches nothing real.
+        "http_allow": "127.0.0.1",
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -122,7 +130,12 @@ async def worker(
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> AsyncIterator[Worker]:
     provider = LocalPaymentProvider(engine, settings.public_base_url)
-    w = build_worker(client, settings.task_queue, provider, engine, executor)
+    step_env = StepEnvironment(
+        http=guarded_client(AllowList.parse(settings.http_allow)),
+        secrets={"PARTNER_API_KEY": PARTNER_SECRET},
+        python={"double": step_functions.double, "explode": step_functions.explode},
+    )
+    w = build_worker(client, settings.task_queue, provider, engine, executor, step_env)
     async with w:
         yield w
 

@@ -6,20 +6,18 @@ repeated idempotency key with the first response."""
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.servers import serve
 
 
 @dataclass
@@ -110,16 +108,5 @@ class FakeStripe:
 def serve_fake_stripe() -> Iterator[tuple[FakeStripe, str]]:
     fake = FakeStripe()
     app = Starlette(routes=[Route("/{path:path}", fake._handle, methods=["GET", "POST"])])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(5)
+    with serve(app) as base:
+        yield fake, base

@@ -38,6 +38,10 @@ class RetryPolicy(_Model):
     maxAttempts: int = Field(default=3, ge=1, le=100)
     initialIntervalSeconds: float = Field(default=1.0, gt=0, le=3600)
     backoff: float = Field(default=2.0, ge=1.0, le=10.0)
+    nonRetryableErrors: list[str] = Field(
+        default_factory=list,
+        description="Error types that end the step at once, e.g. HTTPStatus or Timeout.",
+    )
 
 
 class StepBase(_Model):
@@ -52,6 +56,39 @@ class TransformStep(StepBase):
     expression: Expression
 
 
+class ExprRef(_Model):
+    expr: Expression
+
+
+class SecretRef(_Model):
+    """The name of an environment variable on the worker; its value never enters history."""
+
+    secret: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class HttpStep(StepBase):
+    kind: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    url: Annotated[str, Field(min_length=1, max_length=4000)] | ExprRef = Field(
+        description="A URL (with optional {{ expression }} parts) or {expr: ...}."
+    )
+    headers: dict[str, str | ExprRef | SecretRef] = Field(default_factory=dict)
+    body: Expression | None = None
+    timeoutSeconds: float = Field(default=10.0, gt=0, le=300)
+    maxResponseBytes: int = Field(default=1024 * 1024, gt=0, le=10 * 1024 * 1024)
+
+
+class WaitForCallbackStep(StepBase):
+    kind: Literal["wait_for_callback"]
+    timeoutSeconds: float = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
+
+
+class PythonStep(StepBase):
+    kind: Literal["python"]
+    activity: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")]
+    input: Expression | None = None
+
+
 class DelayStep(StepBase):
     """A durable Temporal timer: survives worker restarts, costs nothing while it waits."""
 
@@ -59,8 +96,11 @@ class DelayStep(StepBase):
     seconds: float = Field(gt=0, le=365 * 24 * 3600)
 
 
-Step = Annotated[TransformStep | DelayStep, Field(discriminator="kind")]
-STEP_KINDS = frozenset({"transform", "delay"})
+Step = Annotated[
+    TransformStep | HttpStep | DelayStep | WaitForCallbackStep | PythonStep,
+    Field(discriminator="kind"),
+]
+STEP_KINDS = frozenset({"transform", "http", "delay", "wait_for_callback", "python"})
 
 
 class WorkflowDefinition(_Model):

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     default_rate_limit: str = "100/second"
     rate_limit_storage: str = "memory://"
     auth_cache_seconds: float = Field(default=5.0, ge=0)
+    http_allow: str = ""  # SSRF guard exceptions: host, host:port or CIDR, comma-separated
+    python_activities: str = ""  # name=package.module:function, comma-separated
 
     # Ports of `tollway dev` (all on 127.0.0.1).
     dev_temporal_port: int = 7233

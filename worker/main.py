@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal
 
 import structlog
@@ -15,6 +16,9 @@ from temporalio.worker import Worker
 from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
 from activities.step_activities import StepActivities
+from activities.steps import StepEnvironment, load_python_functions
+from activities.steps.http import guarded_client
+from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
@@ -33,15 +37,24 @@ def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
     return LocalPaymentProvider(engine, settings.public_base_url)
 
 
+def build_step_environment(settings: Settings) -> StepEnvironment:
+    return StepEnvironment(
+        http=guarded_client(AllowList.parse(settings.http_allow)),
+        secrets=dict(os.environ),
+        python=load_python_functions(settings.python_activities),
+    )
+
+
 def build_worker(
     client: Client,
     task_queue: str,
     provider: PaymentProvider,
     engine: Engine,
     executor: concurrent.futures.Executor,
+    step_env: StepEnvironment | None = None,
 ) -> Worker:
     payments = PaymentActivities(provider, OrderLedger(engine))
-    steps = StepActivities()
+    steps = StepActivities(step_env)
     return Worker(
         client,
         task_queue=task_queue,
@@ -64,7 +77,14 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as executor:
         provider = build_provider(settings, engine)
-        worker = build_worker(client, settings.task_queue, provider, engine, executor)
+        worker = build_worker(
+            client,
+            settings.task_queue,
+            provider,
+            engine,
+            executor,
+            build_step_environment(settings),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

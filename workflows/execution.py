@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hmac
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,11 +26,13 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from activities.step_activities import StepActivities
-    from tollway.definitions import DelayStep, Step, TransformStep
+    from tollway.definitions import DelayStep, Step, TransformStep, WaitForCallbackStep
     from workflows import search_attributes as sa
     from workflows.models import (
         AttachInput,
         AttachResult,
+        CallbackAddress,
+        CallbackInput,
         CancelInput,
         CheckoutRequest,
         CloseCheckoutRequest,
@@ -85,6 +88,10 @@ def failure_message(err: BaseException) -> str:
     return str(cause)
 
 
+class StepFailed(Exception):
+    """A step ended in failure inside workflow code (a timer or a wait, not an activity)."""
+
+
 @workflow.defn(name="TollwayExecution")
 class ExecutionWorkflow:
     @workflow.init
@@ -97,6 +104,18 @@ class ExecutionWorkflow:
         self._seen_events: set[str] = set()
         self._handled: set[str] = set()
         self._cancel: CancelInput | None = None
+        # Callback tokens come from the workflow's deterministic randomness: the same on replay.
+        base = inp.public_base_url.rstrip("/")
+        self._callbacks = {
+            step.id: CallbackAddress(
+                url=f"{base}/v1/public/executions/{inp.execution_id}/callbacks/{step.id}",
+                token=f"cb_{workflow.uuid4().hex}{workflow.uuid4().hex}",
+            )
+            for step in inp.definition.steps
+            if isinstance(step, WaitForCallbackStep)
+        }
+        self._callback_bodies: dict[str, Any] = {}
+        self._closed_callbacks: set[str] = set()
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -128,6 +147,25 @@ class ExecutionWorkflow:
             self._inbox.append(notice)
         await workflow.wait_condition(lambda: notice.event_id in self._handled)
         return self.view()
+
+    @workflow.update
+    def callback(self, inp: CallbackInput) -> ExecutionView:
+        self._callback_bodies[inp.step_id] = inp.body
+        return self.view()
+
+    @callback.validator
+    def _validate_callback(self, inp: CallbackInput) -> None:
+        expected = self._callbacks.get(inp.step_id)
+        if expected is None:
+            raise ApplicationError("no such callback", type="UnknownCallback")
+        if not hmac.compare_digest(expected.token.encode(), inp.token.encode()):
+            raise ApplicationError("wrong callback token", type="BadCallbackToken")
+        if (
+            inp.step_id in self._callback_bodies
+            or inp.step_id in self._closed_callbacks
+            or self._state.status.terminal
+        ):
+            raise ApplicationError("this callback is no longer awaited", type="CallbackClosed")
 
     @workflow.update
     async def cancel(self, inp: CancelInput) -> ExecutionView:
@@ -377,7 +415,7 @@ class ExecutionWorkflow:
             "request": request.requestPayload or {},
             "metadata": request.clientSafeMetadata or {},
             "steps": {},
-            "callbacks": {},
+            "callbacks": {k: v.model_dump() for k, v in self._callbacks.items()},
         }
         self._set(status=Status.RUNNING, startedAt=workflow.now())
         for step in definition.steps:
@@ -388,6 +426,8 @@ class ExecutionWorkflow:
                 context["steps"][step.id] = await self._execute(step, context)
             except ActivityError as err:
                 return f"step '{step.id}' failed: {failure_message(err)}"
+            except StepFailed as err:
+                return f"step '{step.id}' failed: {err}"
         try:
             output = (
                 await self._evaluate(definition.output, context)
@@ -407,6 +447,8 @@ class ExecutionWorkflow:
         if isinstance(step, DelayStep):  # a timer, not an activity
             await workflow.sleep(timedelta(seconds=step.seconds))
             return {"sleptSeconds": step.seconds}
+        if isinstance(step, WaitForCallbackStep):
+            return await self._wait_for_callback(step)
         result = await workflow.execute_activity_method(
             StepActivities.run_step,
             StepRequest(step=step, context=context),
@@ -415,9 +457,24 @@ class ExecutionWorkflow:
                 maximum_attempts=step.retry.maxAttempts,
                 initial_interval=timedelta(seconds=step.retry.initialIntervalSeconds),
                 backoff_coefficient=step.retry.backoff,
+                non_retryable_error_types=step.retry.nonRetryableErrors or None,
             ),
         )
         return result.output
+
+    async def _wait_for_callback(self, step: WaitForCallbackStep) -> Any:
+        self._set(status=Status.WAITING, callbacks={step.id: self._callbacks[step.id]})
+        try:
+            await workflow.wait_condition(
+                lambda: step.id in self._callback_bodies,
+                timeout=timedelta(seconds=step.timeoutSeconds),
+            )
+        except builtins.TimeoutError:
+            raise StepFailed(f"no callback within {step.timeoutSeconds:g} s") from None
+        finally:
+            self._closed_callbacks.add(step.id)
+            self._set(status=Status.RUNNING, callbacks=None)
+        return self._callback_bodies[step.id]
 
     async def _evaluate(
         self, expression: str, context: dict[str, Any], of: Step | None = None

@@ -67,6 +67,7 @@ class ExecutionInput(_Payload):
     definition: WorkflowDefinition
     request: ExecutionRequest
     fingerprint: str
+    public_base_url: str = ""  # where callbacks reach the API
 
 
 class ExecutionState(_Payload):
@@ -84,6 +85,18 @@ class ExecutionState(_Payload):
     checkoutSessionId: str | None = None
     checkoutUrl: str | None = None
     responsePayload: dict[str, Any] | None = None
+    callbacks: dict[str, CallbackAddress] | None = None  # set while a step waits
+
+
+class CallbackAddress(_Payload):
+    url: str
+    token: str
+
+
+class CallbackInput(_Payload):
+    step_id: str
+    token: str
+    body: Any = None
 
 
 class ExecutionView(_Payload):
@@ -114,6 +127,7 @@ class ExecutionView(_Payload):
     updatedAt: datetime
     startedAt: datetime | None
     finishedAt: datetime | None
+    callbacks: dict[str, CallbackAddress] | None = None
 
     @classmethod
     def build(cls, inp: ExecutionInput, state: ExecutionState) -> ExecutionView:
@@ -144,6 +158,7 @@ class ExecutionView(_Payload):
             updatedAt=state.updatedAt,
             startedAt=state.startedAt,
             finishedAt=state.finishedAt,
+            callbacks=state.callbacks,
         )
 
 

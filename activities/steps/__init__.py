@@ -7,12 +7,25 @@ for errors a retry cannot fix.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from tollway.definitions import StepBase
 
-StepRunner = Callable[[Any, dict[str, Any]], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class StepEnvironment:
+    """What runners may use besides the step and the context: built once by the worker."""
+
+    http: httpx.AsyncClient | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    python: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+
+StepRunner = Callable[[Any, dict[str, Any], StepEnvironment], Awaitable[Any]]
 
 _RUNNERS: dict[str, StepRunner] = {}
 
@@ -41,4 +54,23 @@ def registered_kinds() -> frozenset[str]:
 
 def load_builtin_kinds() -> None:
     """Import the built-in kinds so they register themselves."""
-    from activities.steps import transform  # noqa: F401
+    from activities.steps import http, python_step, transform  # noqa: F401
+
+
+def load_python_functions(spec: str) -> dict[str, Callable[[Any], Any]]:
+    """``name=package.module:function,...`` -> callables, imported once at worker start."""
+    import importlib
+
+    functions: dict[str, Callable[[Any], Any]] = {}
+    for entry in filter(None, (e.strip() for e in spec.split(","))):
+        name, _, target = entry.partition("=")
+        module_name, _, attr = target.partition(":")
+        if not (name and module_name and attr):
+            raise ValueError(
+                f"TOLLWAY_PYTHON_ACTIVITIES entry {entry!r} must be name=module:function"
+            )
+        function = getattr(importlib.import_module(module_name), attr)
+        if not callable(function):
+            raise ValueError(f"{target} is not callable")
+        functions[name.strip()] = function
+    return functions

@@ -8,7 +8,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from temporalio.exceptions import ApplicationError
 
-from activities.steps import register
+from activities.steps import StepEnvironment, register
 from tollway.definitions import TransformStep
 
 
@@ -23,5 +23,5 @@ def evaluate(expression: str, context: dict[str, Any]) -> Any:
 
 
 @register("transform")
-async def run_transform(step: TransformStep, context: dict[str, Any]) -> Any:
+async def run_transform(step: TransformStep, context: dict[str, Any], env: StepEnvironment) -> Any:
     return evaluate(step.expression, context)

@@ -1,0 +1,121 @@
+"""``http``: one HTTP request; its JSON (or text) response is the step's output.
+
+Failures say whether to retry: connection errors, timeouts, 429 and 5xx are retryable
+(Temporal's retry policy backs off); other 4xx, refused addresses, oversize responses and
+missing secrets are final. Secrets (``{"secret": "NAME"}``) are read from the worker's
+environment at the last moment and appear nowhere else: not in history, logs or output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+from activities.steps import StepEnvironment, register
+from activities.steps.ssrf import AddressRefused, AllowList, GuardedBackend
+from activities.steps.transform import evaluate
+from tollway.definitions import ExprRef, HttpStep, SecretRef
+
+_TEMPLATE = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+
+
+def guarded_client(allow: AllowList) -> httpx.AsyncClient:
+    """The worker's one HTTP client for steps: guarded dials, no proxies from the
+    environment, a bounded number of redirects (each hop guarded too)."""
+    transport = httpx.AsyncHTTPTransport(retries=0)
+    transport._pool._network_backend = GuardedBackend(allow)  # noqa: SLF001 - documented seam
+    return httpx.AsyncClient(
+        transport=transport, trust_env=False, follow_redirects=True, max_redirects=5
+    )
+
+
+def _render(template: str, context: dict[str, Any]) -> str:
+    def value(match: re.Match[str]) -> str:
+        result = evaluate(match.group(1), context)
+        return result if isinstance(result, str) else json.dumps(result)
+
+    return _TEMPLATE.sub(value, template)
+
+
+def _final(message: str, kind: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def _header_value(
+    value: str | ExprRef | SecretRef, context: dict[str, Any], env: StepEnvironment
+) -> str:
+    if isinstance(value, SecretRef):
+        secret = env.secrets.get(value.secret)
+        if secret is None:
+            raise _final(f"secret {value.secret!r} is not set on the worker", "MissingSecret")
+        return secret
+    if isinstance(value, ExprRef):
+        result = evaluate(value.expr, context)
+        return result if isinstance(result, str) else json.dumps(result)
+    return _render(value, context)
+
+
+@register("http")
+async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment) -> Any:
+    if env.http is None:
+        raise _final("the worker has no HTTP client configured", "Misconfigured")
+    url = (
+        evaluate(step.url.expr, context)
+        if isinstance(step.url, ExprRef)
+        else _render(step.url, context)
+    )
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise _final(f"url must be an http(s) URL, got {str(url)[:200]!r}", "BadURL")
+    headers = {name: _header_value(v, context, env) for name, v in step.headers.items()}
+    body = evaluate(step.body, context) if step.body is not None else None
+    timeout = httpx.Timeout(step.timeoutSeconds, connect=min(step.timeoutSeconds, 10.0))
+    try:
+        async with env.http.stream(
+            step.method,
+            url,
+            headers=headers,
+            timeout=timeout,
+            json=body if step.body is not None else None,
+        ) as response:
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > step.maxResponseBytes:
+                    raise _final(
+                        f"response from {url} exceeds {step.maxResponseBytes} bytes",
+                        "ResponseTooLarge",
+                    )
+    except AddressRefused as exc:
+        raise _final(f"refused: {exc}", "AddressRefused") from None
+    except httpx.TooManyRedirects:
+        raise _final(f"too many redirects from {url}", "TooManyRedirects") from None
+    except httpx.TimeoutException:
+        raise ApplicationError(
+            f"{step.method} {url} timed out after {step.timeoutSeconds} s", type="Timeout"
+        ) from None
+    except httpx.TransportError as exc:
+        raise ApplicationError(
+            f"{step.method} {url} failed: {type(exc).__name__}", type="ConnectionError"
+        ) from None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        retry_after = response.headers.get("retry-after", "")
+        delay = timedelta(seconds=min(int(retry_after), 300)) if retry_after.isdigit() else None
+        raise ApplicationError(
+            f"{step.method} {url} answered {status}", type="HTTPStatus", next_retry_delay=delay
+        )
+    if status >= 400:
+        raise _final(f"{step.method} {url} answered {status}", "HTTPStatus")
+    text = bytes(data).decode(response.encoding or "utf-8", errors="replace")
+    parsed: Any = text
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = text
+    return {"status": status, "headers": dict(response.headers), "body": parsed}
