@@ -54,6 +54,25 @@ async def test_replay_of_histories_produced_now(
     expiring = await start(
         tenant.workflow({**GREETING, "price": PRICE, "paymentTimeoutSeconds": 1})
     )
+    queued_callback = await start(
+        tenant.workflow(
+            {
+                **GREETING,
+                "maxConcurrency": 1,
+                "steps": [
+                    {"id": "hold", "kind": "wait_for_callback"},
+                    {"id": "shape", "kind": "transform", "expression": "steps.hold"},
+                ],
+            }
+        )
+    )
+    waiting = await wait_status(http, queued_callback["id"], tenant.auth, "workflow_waiting")
+    token = waiting["callbacks"]["hold"]["token"]
+    await http.post(
+        f"/v1/public/executions/{queued_callback['id']}/callbacks/hold",
+        json={"ok": 1},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     await pay(client, paid)
     await pay(client, wrong, currency="eur")
     await pay_via_webhook(http, engine, refunded)
@@ -71,6 +90,7 @@ async def test_replay_of_histories_produced_now(
         "cancelled_then_paid_late": (cancelled["id"], "workflow_cancelled"),
         "duplicate_payment_refunded": (duplicate["id"], "workflow_succeeded"),
         "payment_expired": (expiring["id"], "workflow_cancelled"),
+        "queued_then_callback": (queued_callback["id"], "workflow_succeeded"),
     }
     histories: dict[str, WorkflowHistory] = {}
     for name, (eid, status) in ends.items():

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
+from activities.slot_activities import SlotActivities
 from activities.step_activities import StepActivities
 from activities.steps import StepEnvironment, load_python_functions
 from activities.steps.http import guarded_client
@@ -27,6 +28,7 @@ from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
+from workflows.slots import SlotsWorkflow
 
 log = structlog.get_logger("tollway.worker")
 
@@ -55,10 +57,11 @@ def build_worker(
 ) -> Worker:
     payments = PaymentActivities(provider, OrderLedger(engine))
     steps = StepActivities(step_env)
+    slots = SlotActivities(client, task_queue)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow],
+        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow, SlotsWorkflow],
         activities=[
             payments.open_checkout,
             payments.close_checkout,
@@ -66,6 +69,8 @@ def build_worker(
             payments.confirm_payment,
             payments.refund_payment,
             steps.run_step,
+            slots.request,
+            slots.ended,
         ],
         activity_executor=executor,
     )

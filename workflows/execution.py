@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
+    from activities.slot_activities import SlotActivities
     from activities.step_activities import StepActivities
     from tollway.definitions import DelayStep, Step, TransformStep, WaitForCallbackStep
     from workflows import search_attributes as sa
@@ -44,9 +45,11 @@ with workflow.unsafe.imports_passed_through():
         PaymentNotice,
         PaymentStatus,
         RefundRequest,
+        SlotRequest,
         Status,
         StepRequest,
     )
+    from workflows.slot_ids import slots_id
 
 CALL_TIMEOUT = timedelta(seconds=30)
 CHECKOUT_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
@@ -114,6 +117,8 @@ class ExecutionWorkflow:
             for step in inp.definition.steps
             if isinstance(step, WaitForCallbackStep)
         }
+        self._slot_requested = False
+        self._slot_granted = False
         self._callback_bodies: dict[str, Any] = {}
         self._closed_callbacks: set[str] = set()
 
@@ -147,6 +152,10 @@ class ExecutionWorkflow:
             self._inbox.append(notice)
         await workflow.wait_condition(lambda: notice.event_id in self._handled)
         return self.view()
+
+    @workflow.signal
+    def slot_granted(self) -> None:
+        self._slot_granted = True
 
     @workflow.update
     def callback(self, inp: CallbackInput) -> ExecutionView:
@@ -381,10 +390,55 @@ class ExecutionWorkflow:
     async def _run_work(self) -> None:
         if self._state.status != Status.QUEUED:
             self._set(status=Status.QUEUED)
-        if self._cancel is not None:
+        # No try/finally: a workflow evicted from the cache is closed outside its event loop.
+        if await self._acquire_slot():
+            await self._run_steps_until_cancelled()
+        else:
+            assert self._cancel is not None
             await self._refund_own(f"cancelled by {self._cancel.by}")
-            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by}")
-            return
+            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by} while queued")
+        await self._release_slot()
+
+    def _slot_request(self) -> SlotRequest:
+        limit = self._input.definition.maxConcurrency or 0
+        return SlotRequest(
+            public_workflow_id=self._input.public_workflow_id,
+            execution_id=self._input.execution_id,
+            limit=limit,
+        )
+
+    async def _acquire_slot(self) -> bool:
+        """Wait, queued, for one of the workflow's ``maxConcurrency`` slots (FIFO); False
+        when cancelled first."""
+        if self._cancel is not None:
+            return False
+        if self._input.definition.maxConcurrency is None:
+            return True
+        self._slot_requested = True
+        await workflow.execute_activity_method(
+            SlotActivities.request,
+            self._slot_request(),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+        while not (self._slot_granted or self._cancel is not None):
+            await workflow.wait_condition(
+                lambda: self._slot_granted or self._cancel is not None or bool(self._inbox)
+            )
+            await self._drain_inbox()
+        return self._slot_granted and self._cancel is None
+
+    async def _release_slot(self) -> None:
+        if self._slot_requested:
+            self._slot_requested = False
+            try:
+                await workflow.get_external_workflow_handle(
+                    slots_id(self._input.public_workflow_id)
+                ).signal("release", self._slot_request())
+            except Exception:  # noqa: BLE001 - the slot keeper's liveness check frees it anyway
+                workflow.logger.warning("could not release the concurrency slot")
+
+    async def _run_steps_until_cancelled(self) -> None:
         work = asyncio.create_task(self._run_steps())
         while not work.done():
             await workflow.wait_condition(
@@ -469,11 +523,14 @@ class ExecutionWorkflow:
                 lambda: step.id in self._callback_bodies,
                 timeout=timedelta(seconds=step.timeoutSeconds),
             )
+            received = True
         except builtins.TimeoutError:
-            raise StepFailed(f"no callback within {step.timeoutSeconds:g} s") from None
-        finally:
-            self._closed_callbacks.add(step.id)
-            self._set(status=Status.RUNNING, callbacks=None)
+            received = False
+        # Not in a finally: on cache eviction the coroutine is closed outside the workflow.
+        self._closed_callbacks.add(step.id)
+        self._set(status=Status.RUNNING, callbacks=None)
+        if not received:
+            raise StepFailed(f"no callback within {step.timeoutSeconds:g} s")
         return self._callback_bodies[step.id]
 
     async def _evaluate(

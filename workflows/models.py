@@ -247,6 +247,12 @@ class RefundResult(_Payload):
     refund_reference: str
 
 
+class SlotRequest(_Payload):
+    public_workflow_id: str
+    execution_id: str
+    limit: int
+
+
 class StepRequest(_Payload):
     step: Step
     context: dict[str, Any]
