@@ -126,6 +126,61 @@ def test_org_token_workflow_create_and_list(
             "price.currency",
         ),
         (json.dumps({**GREETING, "colour": "red"}), ".json", "colour: Extra inputs"),
+        (
+            json.dumps(
+                {
+                    **GREETING,
+                    "steps": [
+                        {
+                            "id": "c",
+                            "kind": "http",
+                            "url": "http://x",
+                            "headers": {"A": {"secret": "bad name"}},
+                        }
+                    ],
+                }
+            ),
+            ".json",
+            "steps[0].headers.A.secret: String should match pattern",
+        ),
+        (
+            json.dumps({**GREETING, "steps": [{"id": "c", "kind": "http"}]}),
+            ".json",
+            "steps[0].url: Field required",
+        ),
+        (
+            json.dumps(
+                {
+                    **GREETING,
+                    "steps": [{"id": "w", "kind": "wait_for_callback", "timeoutSeconds": 0}],
+                }
+            ),
+            ".json",
+            "steps[0].timeoutSeconds: Input should be greater than 0",
+        ),
+        (
+            json.dumps({**GREETING, "steps": [{"id": "p", "kind": "python", "activity": "a b"}]}),
+            ".json",
+            "steps[0].activity",
+        ),
+        (json.dumps({**GREETING, "maxConcurrency": 0}), ".json", "maxConcurrency"),
+        (
+            json.dumps(
+                {
+                    **GREETING,
+                    "steps": [
+                        {
+                            "id": "s",
+                            "kind": "transform",
+                            "expression": "`1`",
+                            "retry": {"maxAttempts": 0},
+                        }
+                    ],
+                }
+            ),
+            ".json",
+            "steps[0].retry.maxAttempts",
+        ),
     ],
 )
 def test_bad_definition_file_names_the_field_and_stores_nothing(

@@ -10,7 +10,16 @@ from typing import Annotated, Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 
 def _compiles(expression: str) -> str:
@@ -66,13 +75,32 @@ class SecretRef(_Model):
     secret: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
+def _value_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "secret-ref" if "secret" in value else "expr-ref"
+    return "text"
+
+
+# Tagged unions, so a bad value gets one error about what it was meant to be.
+UrlValue = Annotated[
+    Annotated[Annotated[str, Field(min_length=1, max_length=4000)], Tag("text")]
+    | Annotated[ExprRef, Tag("expr-ref")],
+    Discriminator(_value_kind),
+]
+HeaderValue = Annotated[
+    Annotated[Annotated[str, Field(max_length=8000)], Tag("text")]
+    | Annotated[ExprRef, Tag("expr-ref")]
+    | Annotated[SecretRef, Tag("secret-ref")],
+    Discriminator(_value_kind),
+]
+VALUE_TAGS = frozenset({"text", "expr-ref", "secret-ref"})
+
+
 class HttpStep(StepBase):
     kind: Literal["http"]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    url: Annotated[str, Field(min_length=1, max_length=4000)] | ExprRef = Field(
-        description="A URL (with optional {{ expression }} parts) or {expr: ...}."
-    )
-    headers: dict[str, str | ExprRef | SecretRef] = Field(default_factory=dict)
+    url: UrlValue = Field(description="A URL (with optional {{ expression }} parts) or {expr}.")
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
     body: Expression | None = None
     timeoutSeconds: float = Field(default=10.0, gt=0, le=300)
     maxResponseBytes: int = Field(default=1024 * 1024, gt=0, le=10 * 1024 * 1024)
@@ -138,8 +166,8 @@ def error_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in STEP_KINDS and path.endswith("]"):
-            continue  # the discriminator tag pydantic inserts, not a field
+        elif part in STEP_KINDS | VALUE_TAGS:
+            continue  # a union tag pydantic inserts, not a field
         else:
             path += f".{part}" if path else str(part)
     return path or "(root)"
