@@ -15,7 +15,6 @@ provider's checkout page signs its events exactly as Stripe does.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -28,12 +27,12 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
-from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.service import TemporalUnavailable
+from api.service import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
 from tollway.tables import PaymentEvent
 from workflows.execution import ExecutionWorkflow
@@ -152,7 +151,7 @@ class PaymentEventProcessor:
             return "ignored"
         handle = self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
         try:
-            async with asyncio.timeout(self.deadline):
+            async with temporal_call(self.deadline):
                 await handle.execute_update(
                     ExecutionWorkflow.payment_event,
                     notice,
@@ -160,14 +159,9 @@ class PaymentEventProcessor:
                     rpc_timeout=timedelta(seconds=self.deadline),
                 )
             return "delivered"
-        except (TimeoutError, RPCTimeoutOrCancelledError):
-            raise TemporalUnavailable from None
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                if err.status in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}:
-                    raise TemporalUnavailable from None
-                raise
-        # Not found: either no such execution, or it is closed.
+        except ExecutionNotRunning:
+            pass  # either no such execution, or it is closed
+
         try:
             await handle.describe()
         except RPCError as err:

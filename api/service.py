@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,6 +95,28 @@ _ABNORMAL_END = {
     WorkflowExecutionStatus.TIMED_OUT: "timed out",
     WorkflowExecutionStatus.FAILED: "failed unexpectedly",
 }
+
+
+class ExecutionNotRunning(Exception):
+    """Temporal answered NOT_FOUND: the execution is closed, or was never started."""
+
+
+@asynccontextmanager
+async def temporal_call(deadline: float) -> AsyncIterator[None]:
+    """Run Temporal calls under the request deadline, mapping failures by type and status:
+    timeouts and an unreachable server -> :class:`TemporalUnavailable`, NOT_FOUND ->
+    :class:`ExecutionNotRunning`; anything else is a real fault and propagates."""
+    try:
+        async with asyncio.timeout(deadline):
+            yield
+    except (TimeoutError, RPCTimeoutOrCancelledError):
+        raise TemporalUnavailable from None
+    except RPCError as err:
+        if err.status in _UNAVAILABLE:
+            raise TemporalUnavailable from None
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ExecutionNotRunning from None
+        raise
 
 
 def _retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
@@ -181,19 +205,13 @@ class ExecutionService:
         update_id: str,
     ) -> AttachResult:
         try:
-            async with asyncio.timeout(self._deadline):
+            async with temporal_call(self._deadline):
                 return await self._client.execute_update_with_start_workflow(
                     ExecutionWorkflow.attach, attach, start_workflow_operation=start, id=update_id
                 )
         except WorkflowUpdateFailedError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == "IdempotencyKeyReused":
                 raise IdempotencyKeyReused from None
-            raise
-        except (TimeoutError, RPCTimeoutOrCancelledError):
-            raise TemporalUnavailable from None
-        except RPCError as err:
-            if err.status in _UNAVAILABLE:
-                raise TemporalUnavailable from None
             raise
 
     async def _replay_closed(self, eid: str, fingerprint: str) -> CreateOutcome:
@@ -212,7 +230,7 @@ class ExecutionService:
         workflow's validator and leaves no trace in history."""
         handle = self._handle(eid)
         try:
-            async with asyncio.timeout(self._deadline):
+            async with temporal_call(self._deadline):
                 return await handle.execute_update(
                     ExecutionWorkflow.callback,
                     CallbackInput(step_id=step_id, token=token, body=body),
@@ -222,14 +240,8 @@ class ExecutionService:
             if isinstance(cause, ApplicationError) and cause.type:
                 raise CallbackRefused(cause.type) from None
             raise
-        except (TimeoutError, RPCTimeoutOrCancelledError):
-            raise TemporalUnavailable from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise CallbackRefused("CallbackClosed") from None
-            if err.status in _UNAVAILABLE:
-                raise TemporalUnavailable from None
-            raise
+        except ExecutionNotRunning:
+            raise CallbackRefused("CallbackClosed") from None
 
     # -- cancel -----------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class ExecutionService:
         Raises :class:`AlreadyTerminal` when it had ended some other way first."""
         handle = self._handle(eid)
         try:
-            async with asyncio.timeout(self._deadline):
+            async with temporal_call(self._deadline):
                 # One update id per execution: a repeated cancel is deduplicated by Temporal.
                 await handle.execute_update(
                     ExecutionWorkflow.cancel, CancelInput(by=by), id="cancel"
@@ -249,13 +261,8 @@ class ExecutionService:
                 isinstance(err.cause, ApplicationError) and err.cause.type == "AlreadyTerminal"
             ):
                 raise
-        except (TimeoutError, RPCTimeoutOrCancelledError):
-            raise TemporalUnavailable from None
-        except RPCError as err:
-            if err.status in _UNAVAILABLE:
-                raise TemporalUnavailable from None
-            if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: closed before the cancel
-                raise
+        except ExecutionNotRunning:
+            pass  # closed before the cancel: the view below says how it ended
         view = await self.view(eid)
         assert view is not None
         if view.status != Status.CANCELLED or not (view.statusReason or "").startswith(

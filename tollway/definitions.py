@@ -76,8 +76,11 @@ class SecretRef(_Model):
 
 
 def _value_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "secret-ref" if "secret" in value else "expr-ref"
+    """The tag of a header/URL value, from raw input (validation) or a model (serialization)."""
+    if isinstance(value, SecretRef) or (isinstance(value, dict) and "secret" in value):
+        return "secret-ref"
+    if isinstance(value, ExprRef | dict):
+        return "expr-ref"
     return "text"
 
 
