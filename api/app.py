@@ -102,6 +102,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             Route(
                 "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
             ),
+            Route("/v1/public/workflows/{id}/executions", routes.list_executions, methods=["GET"]),
+            Route(
+                "/v1/public/executions/{executionId}/events",
+                routes.stream_events,
+                methods=["GET"],
+            ),
             Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),
             Route(
                 "/v1/public/executions/{executionId}/cancel",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import secrets
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from api.auth import Principal, bearer_token
 from api.bodies import parse_create_body, read_limited
@@ -22,8 +25,9 @@ from api.service import (
     IdempotencyKeyReused,
     TemporalUnavailable,
 )
-from workflows.models import ExecutionRequest, ExecutionView
+from workflows.models import ExecutionRequest, ExecutionView, Status
 
+EVENT_POLL_SECONDS = 0.5
 CLIENT_HIDDEN = frozenset(
     {"requestPayload", "initiatedById", "initiatedByType", "organizationId", "callbacks"}
 )
@@ -112,9 +116,13 @@ async def create_execution(request: Request) -> JSONResponse:
     return _ok(data, headers)
 
 
-async def get_execution(request: Request) -> JSONResponse:
+Shape = Callable[[ExecutionView], dict[str, Any]]
+
+
+async def _reader(request: Request, execution_id: str) -> tuple[Shape, dict[str, str]]:
+    """Who may read this execution, and how much: the creating organization's API token
+    (full view) or the execution's own client token (client-safe view)."""
     deps = _deps(request)
-    execution_id = request.path_params["executionId"]
     presented = bearer_token(request) or request.query_params.get("client_token")
     if presented and presented.startswith(CLIENT_TOKEN_PREFIX):
         opens = verify(deps.client_token_secret, presented)
@@ -127,15 +135,102 @@ async def get_execution(request: Request) -> JSONResponse:
             )
         if opens != execution_id:
             raise not_found(f"Execution {execution_id!r} does not exist.")
-        view = await _view_or_unavailable(deps, execution_id)
-        if view is None:
-            raise not_found(f"Execution {execution_id!r} does not exist.")
-        return _ok({"execution": client_view(view)}, {})
+        return client_view, {}
     principal = await _authenticate(request, "executions:read")
-    view = await _view_or_unavailable(deps, execution_id)
-    if view is None or view.organizationId != principal.organization_id:
+
+    def owned(view: ExecutionView) -> dict[str, Any]:
+        if view.organizationId != principal.organization_id:
+            raise not_found(f"Execution {execution_id!r} does not exist.")
+        return full_view(view)
+
+    return owned, request.state.response_headers
+
+
+async def get_execution(request: Request) -> JSONResponse:
+    execution_id = request.path_params["executionId"]
+    shape, headers = await _reader(request, execution_id)
+    view = await _view_or_unavailable(_deps(request), execution_id)
+    if view is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
-    return _ok({"execution": full_view(view)}, request.state.response_headers)
+    return _ok({"execution": shape(view)}, headers)
+
+
+async def stream_events(request: Request) -> Response:
+    """Server-Sent Events: one ``execution`` event per change, until the execution ends."""
+    deps = _deps(request)
+    execution_id = request.path_params["executionId"]
+    shape, headers = await _reader(request, execution_id)
+    first = await _view_or_unavailable(deps, execution_id)
+    if first is None:
+        raise not_found(f"Execution {execution_id!r} does not exist.")
+    shape(first)  # authorization before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        view: ExecutionView | None = first
+        last_sent = None
+        quiet = 0.0
+        while view is not None:
+            if view.updatedAt != last_sent:
+                last_sent = view.updatedAt
+                payload = json.dumps(shape(view), separators=(",", ":"))
+                yield f"id: {view.updatedAt.isoformat()}\nevent: execution\ndata: {payload}\n\n"
+                quiet = 0.0
+                if view.status.terminal:
+                    return
+            elif quiet >= 15:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            await asyncio.sleep(EVENT_POLL_SECONDS)
+            quiet += EVENT_POLL_SECONDS
+            try:
+                view = await deps.service.view(execution_id)
+            except TemporalUnavailable:
+                continue
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def list_executions(request: Request) -> JSONResponse:
+    deps = _deps(request)
+    principal = await _authenticate(request, "executions:read")
+    workflow_id = request.path_params["id"]
+    if await deps.workflows.get(workflow_id) is None:
+        raise not_found(f"Workflow {workflow_id!r} does not exist.")
+    params = request.query_params
+    errors: list[FieldError] = []
+    unknown = sorted(set(params) - {"status", "sourceSystem", "externalRef", "limit", "cursor"})
+    errors += [FieldError(name, "unknown query parameter") for name in unknown]
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in Status}:
+        errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in Status)}"))
+    limit_text = params.get("limit", "20")
+    limit = int(limit_text) if limit_text.isdigit() else 0
+    if not 1 <= limit <= 100:
+        errors.append(FieldError("limit", "must be an integer from 1 to 100"))
+    cursor: bytes | None = None
+    if params.get("cursor"):
+        try:
+            cursor = base64.urlsafe_b64decode(params["cursor"] + "=" * (-len(params["cursor"]) % 4))
+        except ValueError:
+            errors.append(FieldError("cursor", "is not a cursor this API returned"))
+    if errors:
+        raise bad_request("Query parameters are invalid.", errors)
+    filters = {k: params[k] for k in ("status", "sourceSystem", "externalRef") if params.get(k)}
+    try:
+        items, next_token = await deps.service.list_executions(
+            principal.organization_id, workflow_id, filters, limit, cursor
+        )
+    except TemporalUnavailable:
+        raise ApiError(503, "temporal_unavailable", "Temporal did not answer in time.") from None
+    next_cursor = base64.urlsafe_b64encode(next_token).decode().rstrip("=") if next_token else None
+    return _ok(
+        {"executions": items, "nextCursor": next_cursor, "hasMore": next_cursor is not None},
+        request.state.response_headers,
+    )
 
 
 async def _view_or_unavailable(deps: Deps, execution_id: str) -> ExecutionView | None:

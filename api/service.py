@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -95,6 +95,15 @@ _ABNORMAL_END = {
     WorkflowExecutionStatus.TIMED_OUT: "timed out",
     WorkflowExecutionStatus.FAILED: "failed unexpectedly",
 }
+
+
+def _quote(value: str) -> str:
+    """A string literal for a visibility query."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ExecutionNotRunning(Exception):
@@ -270,6 +279,60 @@ class ExecutionService:
         ):
             raise AlreadyTerminal(view)
         return view
+
+    # -- list -------------------------------------------------------------------------------
+
+    async def list_executions(
+        self,
+        organization_id: str,
+        workflow_id: str,
+        filters: dict[str, str],
+        limit: int,
+        cursor: bytes | None,
+    ) -> tuple[list[dict[str, Any]], bytes | None]:
+        """A page of the caller's executions of one workflow, newest first, from visibility.
+
+        ``filters`` maps search attributes (status, sourceSystem, externalRef) to values."""
+        conditions = [
+            "WorkflowType = 'TollwayExecution'",
+            f"{sa.ORGANIZATION_ID.name} = {_quote(organization_id)}",
+            f"{sa.PUBLIC_WORKFLOW_ID.name} = {_quote(workflow_id)}",
+        ]
+        columns = {
+            "status": sa.STATUS,
+            "sourceSystem": sa.SOURCE_SYSTEM,
+            "externalRef": sa.EXTERNAL_REF,
+        }
+        conditions += [f"{columns[k].name} = {_quote(v)}" for k, v in sorted(filters.items())]
+        pages = self._client.list_workflows(
+            " AND ".join(conditions), page_size=limit, next_page_token=cursor
+        )
+        async with temporal_call(self._deadline):
+            await pages.fetch_next_page()
+        items = []
+        for execution in pages.current_page or []:
+            state = await execution.memo_value("state", None, type_hint=ExecutionState)
+            attrs = execution.typed_search_attributes
+            items.append(
+                {
+                    "id": execution.id,
+                    "workflowId": workflow_id,
+                    "status": state.status.value if state else attrs.get(sa.STATUS),
+                    "paymentStatus": state.paymentStatus.value
+                    if state
+                    else attrs.get(sa.PAYMENT_STATUS),
+                    "statusReason": state.statusReason if state else None,
+                    "sourceSystem": attrs.get(sa.SOURCE_SYSTEM),
+                    "externalRef": attrs.get(sa.EXTERNAL_REF),
+                    "runId": execution.run_id,
+                    "createdAt": _rfc3339(execution.start_time),
+                    "updatedAt": _rfc3339(state.updatedAt if state else execution.start_time),
+                    "finishedAt": _rfc3339(state.finishedAt)
+                    if state and state.finishedAt
+                    else None,
+                }
+            )
+        return items, pages.next_page_token
 
     # -- view -------------------------------------------------------------------------------
 

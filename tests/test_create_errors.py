@@ -275,5 +275,5 @@ async def test_sane_request_id_is_echoed_and_insane_one_replaced(
 async def test_unknown_route_and_method_use_the_envelope(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/nothing-here")
     assert_envelope(response, 404)
-    response = await http.get("/v1/public/workflows/wf_x/executions")
+    response = await http.delete("/v1/public/workflows/wf_x/executions")
     assert_envelope(response, 405)

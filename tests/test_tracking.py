@@ -1,0 +1,108 @@
+"""Tracking beyond the single view: the caller's list (Temporal visibility) and the
+Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.helpers import GREETING, Tenant, create, eventually, wait_status
+
+
+async def listing(
+    http: httpx.AsyncClient, tenant: Tenant, wf: str, **params: Any
+) -> httpx.Response:
+    return await http.get(
+        f"/v1/public/workflows/{wf}/executions", params=params, headers=tenant.auth
+    )
+
+
+async def test_list_is_the_callers_newest_first_with_filters_and_pages(
+    http: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    wf = tenant.workflow(GREETING)
+    ids = []
+    for n in range(3):
+        response = await create(
+            http, tenant, wf, externalRef=f"ref-{n}", sourceSystem="crm" if n < 2 else "erp"
+        )
+        ids.append(response.json()["data"]["execution"]["id"])
+    await create(http, other_tenant, wf)  # someone else's: never listed for us
+    for eid in ids:
+        await wait_status(http, eid, tenant.auth, "workflow_succeeded")
+
+    full = await eventually(
+        lambda: listing(http, tenant, wf), lambda r: len(r.json()["data"]["executions"]) == 3
+    )
+    items = full.json()["data"]["executions"]
+    assert [i["id"] for i in items] == list(reversed(ids))
+    assert items[0]["createdAt"].endswith("Z") and items[0]["workflowId"] == wf
+    assert full.headers["ratelimit-limit"]
+
+    done = await eventually(
+        lambda: listing(http, tenant, wf, status="workflow_succeeded"),
+        lambda r: len(r.json()["data"]["executions"]) == 3,
+    )
+    assert {i["status"] for i in done.json()["data"]["executions"]} == {"workflow_succeeded"}
+    erp = await listing(http, tenant, wf, sourceSystem="erp")
+    assert [i["id"] for i in erp.json()["data"]["executions"]] == [ids[2]]
+    by_ref = await listing(http, tenant, wf, externalRef="ref-1")
+    assert [i["id"] for i in by_ref.json()["data"]["executions"]] == [ids[1]]
+    quoted = await listing(http, tenant, wf, externalRef="x' OR '1'='1")
+    assert quoted.json()["data"]["executions"] == []
+
+    first = (await listing(http, tenant, wf, limit=2)).json()["data"]
+    assert len(first["executions"]) == 2 and first["hasMore"]
+    rest = (await listing(http, tenant, wf, limit=2, cursor=first["nextCursor"])).json()["data"]
+    assert [i["id"] for i in first["executions"] + rest["executions"]] == list(reversed(ids))
+
+
+async def test_list_refuses_bad_parameters(http: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await listing(http, tenant, tenant.free_wf, status="done", limit=0, colour="red")
+    assert response.status_code == 400
+    assert {e["field"] for e in response.json()["errors"]} == {"status", "limit", "colour"}
+    missing = await listing(http, tenant, "wf_missing")
+    assert missing.status_code == 404
+
+
+async def test_events_stream_one_event_per_change_until_the_end(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    wf = tenant.workflow(
+        {
+            **GREETING,
+            "steps": [
+                {"id": "pause", "kind": "delay", "seconds": 1.5},
+                {"id": "shape", "kind": "transform", "expression": "{done: `true`}"},
+            ],
+            "output": "steps.shape",
+        }
+    )
+    data = (await create(http, tenant, wf)).json()["data"]
+    events: list[dict[str, Any]] = []
+    async with http.stream(
+        "GET",
+        f"/v1/public/executions/{data['execution']['id']}/events",
+        params={"client_token": data["clientToken"]},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    statuses = [e["status"] for e in events]
+    assert statuses[-1] == "workflow_succeeded"
+    assert "workflow_running" in statuses
+    assert len({e["updatedAt"] for e in events}) == len(events)  # one per change
+    assert all("requestPayload" not in e for e in events)  # client-safe view
+
+
+async def test_events_need_a_token_that_opens_the_execution(
+    http: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    data = (await create(http, tenant, tenant.free_wf)).json()["data"]
+    path = f"/v1/public/executions/{data['execution']['id']}/events"
+    assert (await http.get(path)).status_code == 401
+    assert (await http.get(path, headers=other_tenant.auth)).status_code == 404
