@@ -19,7 +19,7 @@ from activities.local_provider import LocalPaymentProvider
 from api import checkout_page, routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
-from api.errors import ApiError, envelope, handle_api_error
+from api.errors import ApiError, FaultMiddleware, envelope, handle_api_error
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
@@ -62,14 +62,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         envelope(exc.status_code, str(exc.detail), error=_REASONS.get(exc.status_code, "error")),
         status_code=exc.status_code,
         headers=exc.headers,
-    )
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
-    return JSONResponse(
-        envelope(500, "Internal error; quote the request id when reporting it.", error="internal"),
-        status_code=500,
     )
 
 
@@ -127,11 +119,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             Route("/checkout/{session_id}", checkout_page.show, methods=["GET"]),
             Route("/checkout/{session_id}/{action}", checkout_page.act, methods=["POST"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(FaultMiddleware)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,
-            Exception: _unexpected,
         },
         lifespan=lifespan,
     )

@@ -18,8 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.request_id import current_request_id
 
@@ -85,3 +87,39 @@ def error_response(exc: ApiError, extra_headers: dict[str, str] | None = None) -
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc, getattr(request.state, "response_headers", None))
+
+
+class FaultMiddleware:
+    """A real fault: logged with the request id (bound by the outer RequestIdMiddleware) and
+    answered as a 500 in the usual envelope, with no internals in the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = structlog.get_logger("tollway.api")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            self.log.exception(
+                "unhandled error", path=scope.get("path"), method=scope.get("method")
+            )
+            if started:
+                raise
+            response = JSONResponse(
+                envelope(
+                    500, "Internal error; quote the request id when reporting it.", error="internal"
+                ),
+                status_code=500,
+            )
+            await response(scope, receive, send)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
+import pytest
 
 from api.client_tokens import issue
 from tests.helpers import Tenant, create, key, view, wait_status
@@ -85,3 +87,34 @@ async def test_view_requires_a_token(http: httpx.AsyncClient, tenant: Tenant) ->
     response = await http.get(f"/v1/public/executions/{data['execution']['id']}")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_fault_is_a_500_logged_with_its_request_id(
+    client: Any,
+    settings: Settings,
+    engine: Any,
+    tenant: Tenant,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from api.app import build_deps, create_app
+
+    deps = build_deps(settings, client, engine)
+
+    async def broken(execution_id: str) -> None:
+        raise RuntimeError("database on fire")
+
+    deps.service.view = broken  # type: ignore[method-assign,assignment]
+    app = create_app(settings, deps)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+        base_url="http://tollway.test",
+    ) as http:
+        response = await http.get(
+            "/v1/public/executions/exe_x", headers={**tenant.auth, "X-Request-ID": "fault-42"}
+        )
+    assert response.status_code == 500
+    body = response.json()
+    assert body["requestId"] == "fault-42" and body["error"] == "internal"
+    assert "database on fire" not in response.text  # no internals leak to the caller
+    logged = capsys.readouterr()
+    assert "fault-42" in logged.out + logged.err and "database on fire" in logged.out + logged.err
