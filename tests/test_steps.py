@@ -418,3 +418,18 @@ async def test_python_step_calls_the_registered_function(
         "workflow_failed",
     )
     assert "no python activity 'nope'" in unknown["statusReason"]
+
+
+def test_only_prefixed_variables_are_step_secrets() -> None:
+    from activities.steps import load_step_secrets
+
+    secrets = load_step_secrets(
+        {
+            "TOLLWAY_SECRET_PARTNER_API_KEY": "k",
+            "TOLLWAY_CLIENT_TOKEN_SECRET": "no",
+            "TOLLWAY_STRIPE_API_KEY": "no",
+            "DATABASE_URL": "no",
+            "TOLLWAY_SECRET_": "no",
+        }
+    )
+    assert secrets == {"PARTNER_API_KEY": "k"}

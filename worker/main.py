@@ -17,7 +17,7 @@ from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
 from activities.slot_activities import SlotActivities
 from activities.step_activities import StepActivities
-from activities.steps import StepEnvironment, load_python_functions
+from activities.steps import StepEnvironment, load_python_functions, load_step_secrets
 from activities.steps.http import guarded_client
 from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
@@ -42,7 +42,7 @@ def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
 def build_step_environment(settings: Settings) -> StepEnvironment:
     return StepEnvironment(
         http=guarded_client(AllowList.parse(settings.http_allow)),
-        secrets=dict(os.environ),
+        secrets=load_step_secrets(os.environ),
         python=load_python_functions(settings.python_activities),
     )
 

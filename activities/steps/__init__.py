@@ -74,3 +74,19 @@ def load_python_functions(spec: str) -> dict[str, Callable[[Any], Any]]:
             raise ValueError(f"{target} is not callable")
         functions[name.strip()] = function
     return functions
+
+
+SECRET_PREFIX = "TOLLWAY_SECRET_"
+
+
+def load_step_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The secrets steps may reference: ``TOLLWAY_SECRET_<NAME>`` is ``{"secret": "<NAME>"}``.
+
+    Only these are visible to definitions, so a published workflow can never read the
+    worker's own configuration (its Stripe key, signing secrets, database URL) and send it
+    somewhere."""
+    return {
+        k[len(SECRET_PREFIX) :]: v
+        for k, v in environ.items()
+        if k.startswith(SECRET_PREFIX) and len(k) > len(SECRET_PREFIX)
+    }
