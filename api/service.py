@@ -37,7 +37,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from workflows import search_attributes as sa
-from workflows.execution import ExecutionWorkflow, initial_state, initial_statuses
+from workflows.execution import ExecutionWorkflow
 from workflows.models import (
     AttachInput,
     AttachResult,
@@ -49,6 +49,7 @@ from workflows.models import (
     ExecutionView,
     Status,
 )
+from workflows.policies import initial_state, initial_statuses
 
 
 class IdempotencyKeyReused(Exception):

@@ -8,8 +8,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from workflows.execution import CALL_TIMEOUT, MONEY_RETRY
     from workflows.models import RefundRequest, RefundResult
+    from workflows.policies import CALL_TIMEOUT, MONEY_RETRY
 
 
 def late_refund_id(request: RefundRequest) -> str:

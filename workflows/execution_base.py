@@ -1,0 +1,55 @@
+"""The execution workflow's state and how it is recorded (memo + search attributes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import search_attributes as sa
+    from workflows.models import (
+        CallbackAddress,
+        CancelInput,
+        ExecutionInput,
+        ExecutionState,
+        ExecutionView,
+        PaymentNotice,
+        Status,
+    )
+
+
+class ExecutionBase:
+    """State shared by the payment and work phases; set up by the workflow's ``__init__``."""
+
+    _input: ExecutionInput
+    _state: ExecutionState
+    _payment: PaymentNotice | None
+    _inbox: list[PaymentNotice]
+    _handled: set[str]
+    _cancel: CancelInput | None
+    _slot_requested: bool
+    _slot_granted: bool
+    _callbacks: dict[str, CallbackAddress]
+    _callback_bodies: dict[str, Any]
+    _closed_callbacks: set[str]
+
+    def _view(self) -> ExecutionView:
+        return ExecutionView.build(self._input, self._state)
+
+    def _end(self, status: Status, reason: str | None, **changes: Any) -> None:
+        self._set(status=status, statusReason=reason, finishedAt=workflow.now(), **changes)
+
+    def _set(self, **changes: Any) -> None:
+        self._state = self._state.model_copy(update={**changes, "updatedAt": workflow.now()})
+        self._record()
+
+    def _record(self) -> None:
+        """Record the state on the workflow itself, so the view survives stopped workers."""
+        workflow.upsert_memo({"state": self._state})
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set(self._state.status.value),
+                sa.PAYMENT_STATUS.value_set(self._state.paymentStatus.value),
+            ]
+        )

@@ -1,0 +1,201 @@
+"""The payment phase: open a checkout, wait for a confirmed payment of the exact amount,
+refund anything else."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payments import PaymentActivities
+    from workflows.execution_base import ExecutionBase
+    from workflows.models import (
+        CheckoutRequest,
+        CloseCheckoutRequest,
+        ConfirmPaymentRequest,
+        PaymentEventKind,
+        PaymentNotice,
+        PaymentStatus,
+        RefundRequest,
+        Status,
+    )
+    from workflows.policies import CALL_TIMEOUT, CHECKOUT_RETRY, MONEY_RETRY, failure_message
+
+
+class PaymentPhase(ExecutionBase):
+    async def _collect_payment(self) -> bool:
+        price = self._input.definition.price
+        assert price is not None
+        deadline = workflow.now() + timedelta(seconds=self._input.definition.paymentTimeoutSeconds)
+        try:
+            checkout = await workflow.execute_activity_method(
+                PaymentActivities.open_checkout,
+                CheckoutRequest(
+                    execution_id=self._input.execution_id,
+                    organization_id=self._input.organization_id,
+                    public_workflow_id=self._input.public_workflow_id,
+                    workflow_version=self._input.workflow_version,
+                    workflow_name=self._input.definition.name,
+                    price=price,
+                    expires_at=deadline,
+                ),
+                start_to_close_timeout=CALL_TIMEOUT,
+                retry_policy=CHECKOUT_RETRY,
+            )
+        except ActivityError as err:
+            self._end(
+                Status.FAILED,
+                f"checkout could not be created: {failure_message(err)}",
+                paymentStatus=PaymentStatus.CANCELLED,
+            )
+            return False
+        self._set(
+            orderId=checkout.order_id,
+            checkoutSessionId=checkout.checkout_session_id,
+            checkoutUrl=checkout.checkout_url,
+        )
+        self._checkout_settled = True
+
+        while self._payment is None and not self._state.status.terminal:
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                await self._close_checkout("expired")
+                self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+                return False
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox) or self._cancel is not None, timeout=remaining
+                )
+            except builtins.TimeoutError:
+                continue
+            if self._cancel is not None:
+                await self._close_checkout("cancelled")
+                self._end(
+                    Status.CANCELLED,
+                    f"cancelled by {self._cancel.by} before payment",
+                    paymentStatus=PaymentStatus.CANCELLED,
+                )
+                return False
+            await self._drain_inbox()
+        if self._payment is None:
+            return False
+
+        payment = self._payment
+        assert payment.payment_reference and payment.amount is not None and payment.currency
+        await workflow.execute_activity_method(
+            PaymentActivities.confirm_payment,
+            ConfirmPaymentRequest(
+                execution_id=self._input.execution_id,
+                provider=payment.provider,
+                payment_reference=payment.payment_reference,
+                amount=payment.amount,
+                currency=payment.currency,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+        self._set(
+            status=Status.PAYMENT_CONFIRMED, paymentStatus=PaymentStatus.PAID, statusReason=None
+        )
+        return True
+
+    async def _drain_inbox(self) -> None:
+        while self._inbox:
+            notice = self._inbox[0]
+            await self._handle(notice)
+            self._inbox.pop(0)
+            self._handled.add(notice.event_id)
+
+    async def _handle(self, notice: PaymentNotice) -> None:
+        awaiting = self._state.status == Status.AWAITING_PAYMENT
+        if notice.kind == PaymentEventKind.PAID:
+            await self._on_paid(notice)
+        elif notice.kind == PaymentEventKind.PROCESSING and awaiting:
+            self._set(statusReason="payment processing")
+        elif notice.kind == PaymentEventKind.FAILED and awaiting:
+            await workflow.execute_activity_method(
+                PaymentActivities.record_failed_attempt,
+                self._input.execution_id,
+                start_to_close_timeout=CALL_TIMEOUT,
+                retry_policy=MONEY_RETRY,
+            )
+            self._set(
+                paymentStatus=PaymentStatus.FAILED,
+                statusReason="payment failed; the checkout is still open",
+            )
+        elif notice.kind == PaymentEventKind.EXPIRED and awaiting:
+            await self._close_checkout("expired")
+            self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+        elif notice.kind == PaymentEventKind.REFUNDED and self._is_own(notice):
+            self._set(paymentStatus=PaymentStatus.REFUNDED)
+
+    def _is_own(self, notice: PaymentNotice) -> bool:
+        return (
+            self._payment is not None
+            and notice.payment_reference == self._payment.payment_reference
+        )
+
+    async def _on_paid(self, notice: PaymentNotice) -> None:
+        if not notice.payment_reference or self._is_own(notice):
+            return  # another event about the payment we already hold
+        price = self._input.definition.price
+        if self._payment is None and self._state.status == Status.AWAITING_PAYMENT:
+            assert price is not None
+            currency = (notice.currency or "").lower()
+            if (notice.amount, currency) == (price.amount, price.currency):
+                self._payment = notice
+                return
+            await self._refund(notice, "amount or currency does not match the order")
+            await self._close_checkout("cancelled")
+            self._end(
+                Status.FAILED,
+                f"payment of {notice.amount} {currency} does not match the order "
+                f"({price.amount} {price.currency}); nothing was run and it was refunded",
+                paymentStatus=PaymentStatus.REFUNDED,
+            )
+            return
+        reason = (
+            "duplicate payment"
+            if self._payment is not None
+            else f"payment after the execution ended ({self._state.status.value})"
+        )
+        await self._refund(notice, reason)
+
+    async def _refund(self, notice: PaymentNotice, reason: str) -> None:
+        assert notice.payment_reference
+        await workflow.execute_activity_method(
+            PaymentActivities.refund_payment,
+            RefundRequest(
+                execution_id=self._input.execution_id,
+                provider=notice.provider,
+                payment_reference=notice.payment_reference,
+                amount=notice.amount or 0,
+                currency=(notice.currency or "").lower(),
+                reason=reason,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )
+
+    async def _refund_own(self, reason: str) -> None:
+        if self._payment is not None and self._state.paymentStatus == PaymentStatus.PAID:
+            await self._refund(self._payment, reason)
+            self._set(paymentStatus=PaymentStatus.REFUNDED)
+
+    async def _close_checkout(self, outcome: str) -> None:
+        session_id = self._state.checkoutSessionId
+        if session_id is None:
+            return
+        await workflow.execute_activity_method(
+            PaymentActivities.close_checkout,
+            CloseCheckoutRequest(
+                execution_id=self._input.execution_id,
+                checkout_session_id=session_id,
+                outcome=outcome,
+            ),
+            start_to_close_timeout=CALL_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+        )

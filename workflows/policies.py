@@ -1,0 +1,56 @@
+"""Shared constants and helpers of the execution workflow (no workflow state)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        ExecutionInput,
+        ExecutionState,
+        PaymentStatus,
+        Status,
+    )
+
+CALL_TIMEOUT = timedelta(seconds=30)
+CHECKOUT_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+# Money must move eventually: refunds and ledger writes retry until they succeed, visible to
+# operators in the Temporal UI as a retrying activity if a provider keeps refusing.
+MONEY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=10)
+)
+
+
+def initial_statuses(inp: ExecutionInput) -> tuple[Status, PaymentStatus]:
+    if inp.definition.price is not None:
+        return Status.AWAITING_PAYMENT, PaymentStatus.PENDING
+    return Status.QUEUED, PaymentStatus.NOT_REQUIRED
+
+
+def initial_state(inp: ExecutionInput, created_at: datetime, run_id: str) -> ExecutionState:
+    """The state an execution has before its workflow has done anything."""
+    status, payment_status = initial_statuses(inp)
+    return ExecutionState(
+        status=status,
+        paymentStatus=payment_status,
+        createdAt=created_at,
+        updatedAt=created_at,
+        runId=run_id,
+    )
+
+
+def failure_message(err: BaseException) -> str:
+    """The innermost human-readable reason of an activity failure."""
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"timed out ({kind})"
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause)
