@@ -50,7 +50,9 @@ def money(amount: int, currency: str) -> str:
     return f"{amount / 100:.2f} {currency.upper()}"
 
 
-def _page(title: str, body: str, status: int = 200, cookie: str | None = None) -> HTMLResponse:
+def _page(
+    title: str, body: str, status: int = 200, cookie: str | None = None, secure: bool = False
+) -> HTMLResponse:
     html = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'>"
@@ -63,7 +65,7 @@ def _page(title: str, body: str, status: int = 200, cookie: str | None = None) -
     response = HTMLResponse(html, status_code=status, headers=HEADERS)
     if cookie is not None:
         response.set_cookie(
-            COOKIE, cookie, httponly=True, samesite="strict", path="/checkout", secure=False
+            COOKIE, cookie, httponly=True, samesite="strict", path="/checkout", secure=secure
         )
     return response
 
@@ -114,7 +116,8 @@ async def show(request: Request) -> Response:
             f"<form method=post action='{action}/cancel' style=display:inline>{hidden}"
             "<button id=cancel type=submit>Cancel</button></form>"
         )
-    return _page("Checkout", body, cookie=cookie)
+    secure = deps.settings.public_base_url.startswith("https://")
+    return _page("Checkout", body, cookie=cookie, secure=secure)
 
 
 async def _check_form(request: Request, deps: Deps, session_id: str) -> bool:

@@ -202,5 +202,6 @@ def _banner(demo: dict[str, str], api_port: int, ui_port: int) -> None:
         '    -d \'{"sourceSystem":"demo","sourceEntityType":"greeting",'
         '"requestPayload":{"name":"Ada"}}\''
     )
+    _say("  The priced workflow answers with a checkoutUrl: open it to pay (or cancel).")
     _say()
     _say("Ctrl-C stops everything; data stays in var/ (Temporal's log: var/temporal.log).")
