@@ -16,7 +16,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from activities.local_provider import LocalPaymentProvider
-from api import checkout_page, routes, webhooks
+from api import checkout_page, routes, tracking_routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
 from api.errors import ApiError, FaultMiddleware, envelope, handle_api_error
@@ -94,10 +94,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             Route(
                 "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
             ),
-            Route("/v1/public/workflows/{id}/executions", routes.list_executions, methods=["GET"]),
+            Route(
+                "/v1/public/workflows/{id}/executions",
+                tracking_routes.list_executions,
+                methods=["GET"],
+            ),
             Route(
                 "/v1/public/executions/{executionId}/events",
-                routes.stream_events,
+                tracking_routes.stream_events,
                 methods=["GET"],
             ),
             Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tollway.devstack import _port_in_use
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -66,13 +68,7 @@ def wait_http(url: str) -> None:
 
 
 def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return not _port_in_use(port)
 
 
 def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
