@@ -24,9 +24,9 @@ from typing import Any
 import anyio.to_thread
 import stripe
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import CursorResult, Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.service import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
-from tollway.tables import PaymentEvent
+from tollway.tables import PaymentEvent, utcnow
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
 from workflows.models import PaymentEventKind, PaymentNotice, RefundRequest
@@ -230,9 +230,28 @@ class PaymentEventProcessor:
             )
             try:
                 session.commit()
+                return True
             except IntegrityError:
-                return False
-        return True
+                session.rollback()
+        return self._take_over_stale(event["id"][:255])
+
+    def _take_over_stale(self, event_id: str) -> bool:
+        """A delivery still marked "processing" long after any deadline was cut short (the
+        process died): this retry takes it over. Delivery is idempotent (update id = event
+        id), so a rare double attempt has no second effect."""
+        stale_before = utcnow() - timedelta(seconds=max(60.0, 4 * self.deadline))
+        with Session(self.engine) as session:
+            taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                update(PaymentEvent)
+                .where(
+                    col(PaymentEvent.id) == event_id,
+                    col(PaymentEvent.outcome) == "processing",
+                    col(PaymentEvent.received_at) < stale_before,
+                )
+                .values(received_at=utcnow())
+            )
+            session.commit()
+            return bool(taken.rowcount)
 
     def _forget(self, event_id: str) -> None:
         with Session(self.engine) as session:

@@ -397,3 +397,41 @@ async def test_event_sent_while_no_worker_runs_is_503_and_processed_on_retry(
             assert retried.json()["data"]["outcome"] == "delivered"
             done = await wait_status(outage, execution["id"], tenant.auth, "workflow_succeeded", 30)
     await assert_money_invariants(client, engine, done)
+
+
+async def test_delivery_cut_short_by_a_crash_is_retried(
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    execution = await priced(http, tenant)
+    event = completed(execution, capture(engine, execution))
+    with Session(engine) as session:  # what a process that died mid-delivery leaves behind
+        session.add(
+            PaymentEvent(
+                id=event["id"],
+                provider="local",
+                type=event["type"],
+                execution_id=execution["id"],
+                outcome="processing",
+                received_at=datetime.now(UTC) - timedelta(minutes=10),
+            )
+        )
+        session.commit()
+    response = await send(http, event)
+    assert response.json()["data"]["outcome"] == "delivered"
+    done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
+    await assert_money_invariants(client, engine, done)
+    fresh = completed(execution, capture(engine, execution))
+    with Session(engine) as session:  # a delivery in flight right now is left alone
+        session.add(
+            PaymentEvent(
+                id=fresh["id"],
+                provider="local",
+                type=fresh["type"],
+                execution_id=execution["id"],
+                outcome="processing",
+            )
+        )
+        session.commit()
+    assert (await send(http, fresh)).json()["data"]["outcome"] == "duplicate"
