@@ -182,29 +182,15 @@ class PaymentEventProcessor:
         if notice.kind == PaymentEventKind.REFUNDED and own and notice.payment_reference:
             await anyio.to_thread.run_sync(
                 ledger.record_refund,
-                RefundRequest(
-                    execution_id=execution_id,
-                    provider=notice.provider,
-                    payment_reference=notice.payment_reference,
-                    amount=notice.amount or 0,
-                    currency=notice.currency or "",
-                    reason="refunded at the provider",
-                ),
+                RefundRequest.of_notice(execution_id, notice, "refunded at the provider"),
                 f"provider:{notice.event_id}",
             )
             return "refund_recorded"
         if notice.kind != PaymentEventKind.PAID or not notice.payment_reference:
             return "execution_closed"
-        if order is not None and order.payment_reference == notice.payment_reference:
+        if own:
             return "already_consumed"  # another event about the payment it ran on
-        request = RefundRequest(
-            execution_id=execution_id,
-            provider=notice.provider,
-            payment_reference=notice.payment_reference,
-            amount=notice.amount or 0,
-            currency=notice.currency or "",
-            reason="payment after the execution ended",
-        )
+        request = RefundRequest.of_notice(execution_id, notice, "payment after the execution ended")
         try:
             await self.client.start_workflow(
                 LatePaymentRefundWorkflow.run,

@@ -237,6 +237,19 @@ class RefundRequest(_Payload):
     currency: str
     reason: str
 
+    @classmethod
+    def of_notice(cls, execution_id: str, notice: PaymentNotice, reason: str) -> RefundRequest:
+        """A full refund of the payment a provider event reported."""
+        assert notice.payment_reference
+        return cls(
+            execution_id=execution_id,
+            provider=notice.provider,
+            payment_reference=notice.payment_reference,
+            amount=notice.amount or 0,
+            currency=(notice.currency or "").lower(),
+            reason=reason,
+        )
+
     @property
     def idempotency_key(self) -> str:
         """One refund per payment, whatever is retried."""

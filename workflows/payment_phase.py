@@ -165,17 +165,9 @@ class PaymentPhase(ExecutionBase):
         await self._refund(notice, reason)
 
     async def _refund(self, notice: PaymentNotice, reason: str) -> None:
-        assert notice.payment_reference
         await workflow.execute_activity_method(
             PaymentActivities.refund_payment,
-            RefundRequest(
-                execution_id=self._input.execution_id,
-                provider=notice.provider,
-                payment_reference=notice.payment_reference,
-                amount=notice.amount or 0,
-                currency=(notice.currency or "").lower(),
-                reason=reason,
-            ),
+            RefundRequest.of_notice(self._input.execution_id, notice, reason),
             start_to_close_timeout=CALL_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )

@@ -48,10 +48,6 @@ def runner_for(step: StepBase) -> StepRunner:
         raise LookupError(f"no runner registered for step kind {kind!r}") from None
 
 
-def registered_kinds() -> frozenset[str]:
-    return frozenset(_RUNNERS)
-
-
 def load_builtin_kinds() -> None:
     """Import the built-in kinds so they register themselves."""
     from activities.steps import http, python_step, transform  # noqa: F401
