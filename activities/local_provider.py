@@ -25,6 +25,7 @@ def _derived(prefix: str, material: str) -> str:
 
 class LocalPaymentProvider:
     name = "local"
+    livemode = False
 
     def __init__(self, engine: Engine, public_base_url: str) -> None:
         self._engine = engine
@@ -35,7 +36,9 @@ class LocalPaymentProvider:
     def create_session(
         self, request: CheckoutRequest, order_id: str, idempotency_key: str
     ) -> ProviderSession:
-        session_id = _derived("cs_local", idempotency_key)
+        # Random, never derived from the execution id: whoever holds the id must not be able
+        # to open, pay or cancel its checkout. Called once per order (the ledger keeps it).
+        session_id = f"cs_local_{secrets.token_urlsafe(24)}"
         return ProviderSession(session_id, f"{self._base_url}/checkout/{session_id}")
 
     def expire_session(self, session_id: str, idempotency_key: str) -> None:

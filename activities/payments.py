@@ -32,6 +32,7 @@ class ProviderSession:
 
 class PaymentProvider(Protocol):
     name: str
+    livemode: bool  # the mode its events must carry (Stripe: live or test key)
 
     def create_session(
         self, request: CheckoutRequest, order_id: str, idempotency_key: str
@@ -66,6 +67,8 @@ class PaymentActivities:
             order_id=order.id,
             checkout_session_id=order.checkout_session_id,
             checkout_url=order.checkout_url,
+            provider=order.provider,
+            livemode=self._provider.livemode,
         )
 
     @activity.defn(name="payments.close_checkout")

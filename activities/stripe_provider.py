@@ -38,7 +38,10 @@ def clamp_expiry(expires_at: datetime, now: datetime) -> int:
 class StripePaymentProvider:
     name = "stripe"
 
-    def __init__(self, client: stripe.StripeClient, public_base_url: str) -> None:
+    def __init__(
+        self, client: stripe.StripeClient, public_base_url: str, livemode: bool = False
+    ) -> None:
+        self.livemode = livemode
         self._client = client
         self._base_url = public_base_url.rstrip("/")
 

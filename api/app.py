@@ -44,13 +44,18 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
             request_deadline=settings.request_deadline_seconds,
             query_timeout=settings.query_timeout_seconds,
             public_base_url=settings.public_base_url,
+            ledger=OrderLedger(engine),
         ),
         tokens=TokenResolver(engine, settings.auth_cache_seconds),
         workflows=WorkflowCatalog(engine, settings.auth_cache_seconds),
         rate_limiter=RateLimiter(settings.rate_limit_storage),
         ledger=OrderLedger(engine),
         payments=PaymentEventProcessor(
-            client, engine, settings.task_queue, settings.request_deadline_seconds
+            client,
+            engine,
+            settings.task_queue,
+            settings.request_deadline_seconds,
+            livemode=settings.payment_provider == "stripe" and settings.stripe_livemode,
         ),
         local_provider=LocalPaymentProvider(engine, settings.public_base_url),
     )
@@ -73,6 +78,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
     """Build the app. Tests hand in ``deps`` (their Temporal client and engine); otherwise
     the lifespan connects with ``settings``."""
     settings = settings or get_settings()
+    if deps is None:
+        settings.require("api")  # a clear SettingsError before any connection is made
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -120,8 +127,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
                 webhooks.receive_payment_event,
                 methods=["POST"],
             ),
-            Route("/checkout/{session_id}", checkout_page.show, methods=["GET"]),
-            Route("/checkout/{session_id}/{action}", checkout_page.act, methods=["POST"]),
+            *(checkout_page.routes() if settings.payment_provider == "local" else []),
         ],
         middleware=[Middleware(RequestIdMiddleware), Middleware(FaultMiddleware)],
         exception_handlers={

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from activities.local_provider import checkout_event, encode, sign
 from api.deps import Deps
@@ -78,9 +79,12 @@ def _payable(order: Order) -> bool:
 
 
 async def _order(deps: Deps, session_id: str) -> Order | None:
+    """The local provider's order behind ``session_id``; never another provider's (a Stripe
+    order is paid at Stripe, never by this page)."""
     if len(session_id) > 255:
         return None
-    return await anyio.to_thread.run_sync(deps.ledger.by_session, session_id)
+    order = await anyio.to_thread.run_sync(deps.ledger.by_session, session_id)
+    return order if order is not None and order.provider == "local" else None
 
 
 async def show(request: Request) -> Response:
@@ -190,3 +194,11 @@ async def act(request: Request) -> Response:
             )
         return RedirectResponse(f"{back}?result=error", status_code=303)
     return RedirectResponse(f"{back}?result=paid" if reference else back, status_code=303)
+
+
+def routes() -> list[BaseRoute]:
+    """Mounted only when the payment provider is ``local``."""
+    return [
+        Route("/checkout/{session_id}", show, methods=["GET"]),
+        Route("/checkout/{session_id}/{action}", act, methods=["POST"]),
+    ]

@@ -15,7 +15,7 @@ from api.ratelimit import RateLimiter
 from api.service import ExecutionService
 from tollway.admin import WorkflowRecord, find_workflow
 from tollway.ledger import OrderLedger
-from tollway.settings import Settings
+from tollway.settings import Settings, secret_value
 
 
 class WorkflowCatalog:
@@ -54,4 +54,4 @@ class Deps:
 
     @property
     def client_token_secret(self) -> str:
-        return self.settings.client_token_secret.get_secret_value()
+        return secret_value(self.settings.client_token_secret, "TOLLWAY_CLIENT_TOKEN_SECRET")

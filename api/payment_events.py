@@ -7,8 +7,10 @@ provider's checkout page signs its events exactly as Stripe does.
   ``stripe`` package, 300 s tolerance both ways), against every configured secret so a
   rotation needs no downtime.
 - Event ids are stored in ``payment_event``: a repeated event (also after a restart) is
-  answered 200 and has no second effect. A delivery that fails is forgotten again, so the
-  provider's retry is processed.
+  answered 200 "duplicate" and has no second effect -- but only once its first delivery was
+  settled. A retry of an event not yet delivered (the first attempt failed, hung, or died
+  with its process) delivers it again; the update id (= event id) makes that safe. 2xx is
+  only ever answered after the execution took the event in.
 - The event reaches the execution as a workflow update (id = event id). An execution that
   is already closed gets no update: a payment for it is refunded by its own workflow.
 """
@@ -24,9 +26,9 @@ from typing import Any
 import anyio.to_thread
 import stripe
 import structlog
-from sqlalchemy import CursorResult, Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -34,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.service import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
-from tollway.tables import PaymentEvent, utcnow
+from tollway.tables import Order, PaymentEvent
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
 from workflows.models import PaymentEventKind, PaymentNotice, RefundRequest
@@ -114,6 +116,7 @@ def to_notice(event: dict[str, Any], provider: str) -> tuple[str | None, Payment
         payment_reference=reference if isinstance(reference, str) else None,
         amount=amount if isinstance(amount, int) else None,
         currency=str(obj.get("currency") or "").lower() or None,
+        livemode=event.get("livemode") if isinstance(event.get("livemode"), bool) else None,
     )
 
 
@@ -123,11 +126,12 @@ class PaymentEventProcessor:
     engine: Engine
     task_queue: str
     deadline: float
+    livemode: bool = False  # the mode the configured provider's events must carry
 
     async def process(self, provider: str, event: dict[str, Any]) -> str:
         """Handle a verified event once; returns what happened (for the response and logs)."""
         execution_id, notice = to_notice(event, provider)
-        if not await anyio.to_thread.run_sync(self._remember, event, provider, execution_id):
+        if await anyio.to_thread.run_sync(self._remember, event, provider, execution_id):
             return "duplicate"
         try:
             outcome = await self._deliver(execution_id, notice)
@@ -152,13 +156,13 @@ class PaymentEventProcessor:
         handle = self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
         try:
             async with temporal_call(self.deadline):
-                await handle.execute_update(
+                result = await handle.execute_update(
                     ExecutionWorkflow.payment_event,
                     notice,
                     id=f"payment-{notice.event_id}",
                     rpc_timeout=timedelta(seconds=self.deadline),
                 )
-            return "delivered"
+            return "ignored" if result.outcome == "ignored" else "delivered"
         except ExecutionNotRunning:
             pass  # either no such execution, or it is closed
 
@@ -178,7 +182,12 @@ class PaymentEventProcessor:
     async def _after_close(self, execution_id: str, notice: PaymentNotice) -> str:
         ledger = OrderLedger(self.engine)
         order = await anyio.to_thread.run_sync(ledger.by_execution, execution_id)
-        own = order is not None and order.payment_reference == notice.payment_reference
+        if order is None or not self._from_checkout_of(order, notice):
+            log.warning(
+                "payment event ignored: not from the order's checkout", event_id=notice.event_id
+            )
+            return "ignored"
+        own = order.payment_reference == notice.payment_reference
         if notice.kind == PaymentEventKind.REFUNDED and own and notice.payment_reference:
             await anyio.to_thread.run_sync(
                 ledger.record_refund,
@@ -203,11 +212,27 @@ class PaymentEventProcessor:
             return "late_payment_refund_exists"
         return "late_payment_refunded"
 
+    def _from_checkout_of(self, order: Order, notice: PaymentNotice) -> bool:
+        """The same rule the workflow applies while open: the order's provider and mode, its
+        checkout session, or (charge events) the payment it kept."""
+        if notice.provider != order.provider or notice.livemode is not self.livemode:
+            return False
+        if notice.checkout_session_id is not None:
+            return notice.checkout_session_id == order.checkout_session_id
+        return notice.kind == PaymentEventKind.REFUNDED and (
+            notice.payment_reference is not None
+            and notice.payment_reference == order.payment_reference
+        )
+
     def _remember(self, event: dict[str, Any], provider: str, execution_id: str | None) -> bool:
+        """Store the event as being processed; True when an earlier delivery of it already
+        settled (a duplicate). A row still "processing" is not a duplicate: whatever happened
+        to that attempt, this one delivers the event."""
+        event_id = event["id"][:255]
         with Session(self.engine) as session:
             session.add(
                 PaymentEvent(
-                    id=event["id"][:255],
+                    id=event_id,
                     provider=provider,
                     type=str(event.get("type", ""))[:100],
                     execution_id=execution_id[:64] if execution_id else None,
@@ -216,28 +241,11 @@ class PaymentEventProcessor:
             )
             try:
                 session.commit()
-                return True
+                return False
             except IntegrityError:
                 session.rollback()
-        return self._take_over_stale(event["id"][:255])
-
-    def _take_over_stale(self, event_id: str) -> bool:
-        """A delivery still marked "processing" long after any deadline was cut short (the
-        process died): this retry takes it over. Delivery is idempotent (update id = event
-        id), so a rare double attempt has no second effect."""
-        stale_before = utcnow() - timedelta(seconds=max(60.0, 4 * self.deadline))
-        with Session(self.engine) as session:
-            taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-                update(PaymentEvent)
-                .where(
-                    col(PaymentEvent.id) == event_id,
-                    col(PaymentEvent.outcome) == "processing",
-                    col(PaymentEvent.received_at) < stale_before,
-                )
-                .values(received_at=utcnow())
-            )
-            session.commit()
-            return bool(taken.rowcount)
+            row = session.get(PaymentEvent, event_id)
+            return row is not None and row.outcome != "processing"
 
     def _forget(self, event_id: str) -> None:
         with Session(self.engine) as session:

@@ -23,11 +23,8 @@ from api.service import (
     IdempotencyKeyReused,
     TemporalUnavailable,
 )
+from api.views import client_view, full_view
 from workflows.models import ExecutionRequest, ExecutionView
-
-CLIENT_HIDDEN = frozenset(
-    {"requestPayload", "initiatedById", "initiatedByType", "organizationId", "callbacks"}
-)
 
 
 def _deps(request: Request) -> Deps:
@@ -46,14 +43,6 @@ async def _authenticate(request: Request, scope: str) -> Principal:
 
 def _ok(data: Any, headers: dict[str, str]) -> JSONResponse:
     return JSONResponse(envelope(200, "success", data), headers=headers)
-
-
-def full_view(view: ExecutionView) -> dict[str, Any]:
-    return view.model_dump(mode="json")
-
-
-def client_view(view: ExecutionView) -> dict[str, Any]:
-    return view.model_dump(mode="json", exclude=set(CLIENT_HIDDEN))
 
 
 async def create_execution(request: Request) -> JSONResponse:

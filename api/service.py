@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -36,6 +37,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
+from tollway.ledger import OrderLedger, Settlement
 from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow
 from workflows.models import (
@@ -47,7 +49,11 @@ from workflows.models import (
     ExecutionRequest,
     ExecutionState,
     ExecutionView,
+    PaymentStatus,
     Status,
+    settled,
+    settlement_note,
+    with_note,
 )
 from workflows.policies import initial_state, initial_statuses
 
@@ -107,6 +113,23 @@ def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_SETTLED_PAYMENT = frozenset({PaymentStatus.REFUNDED, PaymentStatus.NOT_REQUIRED})
+
+
+def _may_settle_later(view: ExecutionView) -> bool:
+    return (
+        view.status.terminal
+        and view.orderId is not None
+        and view.paymentStatus not in _SETTLED_PAYMENT
+    )
+
+
+def _settle(view: ExecutionView, found: Settlement | None) -> ExecutionView:
+    if found is None:
+        return view
+    return settled(view, found.order_refunded, found.late_refunds)
+
+
 class ExecutionNotRunning(Exception):
     """Temporal answered NOT_FOUND: the execution is closed, or was never started."""
 
@@ -145,8 +168,10 @@ class ExecutionService:
         request_deadline: float,
         query_timeout: float,
         public_base_url: str = "",
+        ledger: OrderLedger | None = None,
     ) -> None:
         self._public_base_url = public_base_url
+        self._ledger = ledger
         self._client = client
         self._task_queue = task_queue
         self._deadline = request_deadline
@@ -333,7 +358,28 @@ class ExecutionService:
                     else None,
                 }
             )
+        await self._settle_items(items)
         return items, pages.next_page_token
+
+    async def _settle_items(self, items: list[dict[str, Any]]) -> None:
+        """The list agrees with the view: the same ledger settlement for closed executions."""
+        if self._ledger is None:
+            return
+        ids = [i["id"] for i in items if i["paymentStatus"] not in _SETTLED_PAYMENT]
+        found = await anyio.to_thread.run_sync(self._ledger.settlements, ids)
+        for item in items:
+            settlement = found.get(item["id"])
+            if settlement is None:
+                continue
+            note = settlement_note(
+                Status(item["status"]),
+                PaymentStatus(item["paymentStatus"]),
+                settlement.order_refunded,
+                settlement.late_refunds,
+            )
+            if note is not None:
+                item["paymentStatus"] = PaymentStatus.REFUNDED.value
+                item["statusReason"] = with_note(item["statusReason"], note)
 
     # -- view -------------------------------------------------------------------------------
 
@@ -341,7 +387,15 @@ class ExecutionService:
         return self._client.get_workflow_handle_for(ExecutionWorkflow.run, eid)
 
     async def view(self, eid: str) -> ExecutionView | None:
-        """The live view (a query), else the state the workflow recorded on itself."""
+        """The live view (a query), else the state the workflow recorded on itself; for a
+        closed execution, completed with what the ledger learnt after it closed."""
+        view = await self._workflow_view(eid)
+        if view is None or not _may_settle_later(view) or self._ledger is None:
+            return view
+        found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
+        return _settle(view, found.get(eid))
+
+    async def _workflow_view(self, eid: str) -> ExecutionView | None:
         handle = self._handle(eid)
         try:
             return await handle.query(ExecutionWorkflow.view, rpc_timeout=self._query_timeout)
@@ -377,6 +431,7 @@ class ExecutionService:
                 update={
                     "status": Status.CANCELLED,
                     "statusReason": abnormal,
+                    "clientStatusReason": abnormal,
                     "finishedAt": desc.close_time,
                     "updatedAt": desc.close_time or state.updatedAt,
                 }

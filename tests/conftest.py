@@ -97,6 +97,7 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
 PARTNER_SECRET = "partner-secret-value-7f3a9c"
 WEBHOOK_SECRET = "whsec_test_current_0123456789"
 PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
+CLIENT_TOKEN_SECRET = "client-token-secret-for-tests-0123456789"
 
 
 def make_settings(database_url: str, temporal_address: str, **overrides: object) -> Settings:
@@ -107,6 +108,7 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "auth_cache_seconds": 0.0,
         "request_deadline_seconds": 15.0,
         "query_timeout_seconds": 2.0,
+        "client_token_secret": CLIENT_TOKEN_SECRET,
         # Two secrets, as during a rotation: both must verify.
         "local_webhook_secret": f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
         # Test servers listen on 127.0.0.1; every other address stays refused, so the

@@ -59,6 +59,7 @@ async def pay(
             payment_reference=f"pi_test_{key()}",
             amount=amount,
             currency=currency,
+            livemode=False,
         ),
     )
 

@@ -353,11 +353,24 @@ async def test_refund_at_the_provider_is_recorded_for_a_closed_execution(
         "payment_intent": reference,
         "metadata": {"executionId": execution["id"]},
     }
-    event = {"id": f"evt_refund_{reference}", "type": "charge.refunded", "data": {"object": charge}}
+    event = {
+        "id": f"evt_refund_{reference}",
+        "type": "charge.refunded",
+        "livemode": False,
+        "data": {"object": charge},
+    }
     response = await send(http, event)
     assert response.json()["data"]["outcome"] == "refund_recorded"
     order = OrderLedger(engine).by_execution(execution["id"])
     assert order is not None and order.status == "refunded"
+    # The closed execution's view (and the list) says so too, not only the ledger.
+    final = await current(http, tenant, execution["id"])
+    assert final["paymentStatus"] == "refunded"
+    assert final["statusReason"].endswith("the payment was refunded at the provider")
+    listed = await http.get(f"/v1/public/workflows/{wf}/executions", headers=tenant.auth)
+    [item] = [i for i in listed.json()["data"]["executions"] if i["id"] == execution["id"]]
+    assert item["paymentStatus"] == "refunded"
+    await assert_money_invariants(client, engine, final, refund_on_failure=False)
 
 
 async def test_webhook_for_another_provider_is_404(http: httpx.AsyncClient) -> None:
@@ -399,14 +412,14 @@ async def test_event_sent_while_no_worker_runs_is_503_and_processed_on_retry(
     await assert_money_invariants(client, engine, done)
 
 
-async def test_delivery_cut_short_by_a_crash_is_retried(
+async def test_event_whose_delivery_never_settled_is_delivered_on_retry(
     http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
+    """A first delivery that hung or died (its row still "processing", however recent) is
+    never answered as a duplicate: the retry delivers it; only a settled event is one."""
     execution = await priced(http, tenant)
     event = completed(execution, capture(engine, execution))
-    with Session(engine) as session:  # what a process that died mid-delivery leaves behind
+    with Session(engine) as session:  # what a hung or killed first attempt leaves behind
         session.add(
             PaymentEvent(
                 id=event["id"],
@@ -414,24 +427,15 @@ async def test_delivery_cut_short_by_a_crash_is_retried(
                 type=event["type"],
                 execution_id=execution["id"],
                 outcome="processing",
-                received_at=datetime.now(UTC) - timedelta(minutes=10),
             )
         )
         session.commit()
     response = await send(http, event)
+    assert response.status_code == 200
     assert response.json()["data"]["outcome"] == "delivered"
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
+    assert (await send(http, event)).json()["data"]["outcome"] == "duplicate"
+    with Session(engine) as session:
+        row = session.get(PaymentEvent, event["id"])
+        assert row is not None and row.outcome == "delivered"
     await assert_money_invariants(client, engine, done)
-    fresh = completed(execution, capture(engine, execution))
-    with Session(engine) as session:  # a delivery in flight right now is left alone
-        session.add(
-            PaymentEvent(
-                id=fresh["id"],
-                provider="local",
-                type=fresh["type"],
-                execution_id=execution["id"],
-                outcome="processing",
-            )
-        )
-        session.commit()
-    assert (await send(http, fresh)).json()["data"]["outcome"] == "duplicate"

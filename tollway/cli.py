@@ -14,7 +14,7 @@ from tollway import admin
 from tollway.db import create_schema, make_engine
 from tollway.definition_files import load_definition_file
 from tollway.definitions import DefinitionError, WorkflowDefinition
-from tollway.settings import get_settings
+from tollway.settings import SettingsError, get_settings, settings_for
 
 
 def _out(value: Any, as_json: bool, text: str) -> None:
@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "api":
             import uvicorn
 
+            settings_for("api")
             uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
         elif args.command == "worker":
             from worker.main import main as worker_main
@@ -166,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 2
     except admin.AdminError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        code = 2
+    except SettingsError as exc:
+        sys.stderr.write(f"tollway {args.command}: {exc}\n")
         code = 2
     sys.stdout.flush()
     sys.stderr.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +30,12 @@ from tollway.temporal import connect
 from tollway.temporal_server import start_dev_command
 
 DEMO_FILE = VAR_DIR / "demo.json"
+SECRETS_FILE = VAR_DIR / "secrets.json"
+# The secrets `tollway dev` makes for itself (none has a built-in value anywhere).
+DEV_SECRETS = {
+    "TOLLWAY_CLIENT_TOKEN_SECRET": "",
+    "TOLLWAY_LOCAL_WEBHOOK_SECRET": "whsec_",
+}
 
 FREE_DEMO: dict[str, Any] = {
     "name": "Greeting (free)",
@@ -62,6 +69,22 @@ def _port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def dev_secrets(path: Path = SECRETS_FILE) -> dict[str, str]:
+    """Random secrets, generated once into ``path`` (mode 0600) and reused by later runs."""
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = {name: prefix for name, prefix in DEV_SECRETS.items() if not stored.get(name)}
+    if missing:
+        stored.update(
+            {name: prefix + secrets.token_urlsafe(32) for name, prefix in missing.items()}
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(stored, out, indent=2)
+    path.chmod(0o600)
+    return stored
 
 
 def seed_demo(engine: Engine, path: Path = DEMO_FILE) -> dict[str, str]:
@@ -133,6 +156,7 @@ def run_dev() -> int:
     VAR_DIR.mkdir(exist_ok=True)
     api_base = f"http://127.0.0.1:{settings.dev_api_port}"
     env = {
+        **dev_secrets(),  # a value already set in the environment wins
         **os.environ,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{settings.dev_temporal_port}",
         "TOLLWAY_PUBLIC_BASE_URL": os.environ.get("TOLLWAY_PUBLIC_BASE_URL", api_base),

@@ -5,11 +5,13 @@ payments, by the refund workflow's activities); read by the checkout page and we
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tollway.tables import Order, Payment, utcnow
 from workflows.models import CheckoutRequest, ConfirmPaymentRequest, RefundRequest
@@ -17,6 +19,16 @@ from workflows.models import CheckoutRequest, ConfirmPaymentRequest, RefundReque
 
 def order_id_for(execution_id: str) -> str:
     return f"ord_{hashlib.sha256(f'ord:{execution_id}'.encode()).hexdigest()[:24]}"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What the ledger knows of an execution's money after it closed: whether the payment it
+    kept was refunded (e.g. at the provider), and how many payments it never kept (late
+    ones, after expiry or cancellation) were refunded."""
+
+    order_refunded: bool
+    late_refunds: int
 
 
 class OrderLedger:
@@ -53,15 +65,17 @@ class OrderLedger:
             return order
 
     def attach_session(self, order_id: str, session_id: str, url: str) -> Order:
+        """Attach the checkout session; the first one attached wins (a compare-and-set, so
+        concurrent attempts all return the same session)."""
         with Session(self._engine) as session:
+            session.execute(
+                update(Order)
+                .where(col(Order.id) == order_id, col(Order.checkout_session_id).is_(None))
+                .values(checkout_session_id=session_id, checkout_url=url, updated_at=utcnow())
+            )
+            session.commit()
             order = session.get(Order, order_id)
             assert order is not None
-            if order.checkout_session_id is None:
-                order.checkout_session_id, order.checkout_url = session_id, url
-                order.updated_at = utcnow()
-                session.add(order)
-                session.commit()
-                session.refresh(order)
             return order
 
     def by_execution(self, execution_id: str) -> Order | None:
@@ -143,3 +157,29 @@ class OrderLedger:
     def payment(self, payment_reference: str) -> Payment | None:
         with Session(self._engine) as session:
             return session.get(Payment, payment_reference)
+
+    def settlements(self, execution_ids: Iterable[str]) -> dict[str, Settlement]:
+        ids = list(dict.fromkeys(execution_ids))
+        if not ids:
+            return {}
+        with Session(self._engine) as session:
+            orders = {
+                o.execution_id: o
+                for o in session.exec(select(Order).where(col(Order.execution_id).in_(ids)))
+            }
+            refunded = session.exec(
+                select(Payment).where(
+                    col(Payment.execution_id).in_(ids), col(Payment.refunded_at).is_not(None)
+                )
+            ).all()
+        late: dict[str, int] = {}
+        for payment in refunded:
+            order = orders.get(payment.execution_id)
+            if order is None or order.payment_reference != payment.payment_reference:
+                late[payment.execution_id] = late.get(payment.execution_id, 0) + 1
+        return {
+            eid: Settlement(
+                order_refunded=order.refunded_at is not None, late_refunds=late.get(eid, 0)
+            )
+            for eid, order in orders.items()
+        }

@@ -1,6 +1,11 @@
 """Typed configuration, read once per process from ``TOLLWAY_*`` variables.
 
 Workflow code never reads settings: everything a workflow needs travels in its input.
+
+No secret has a built-in value. ``tollway dev`` generates its own once into ``var/`` and
+hands them to its children; every other process that needs one refuses to start without it
+(:meth:`Settings.require`), naming the variable. ``TOLLWAY_ENV=production`` refuses the
+``local`` payment provider, which takes no money.
 """
 
 from __future__ import annotations
@@ -9,12 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
-DEV_CLIENT_TOKEN_SECRET = "dev-only-client-token-secret-change-me"  # noqa: S105 - placeholder
-DEV_WEBHOOK_SECRET = "whsec_dev_only_change_me"  # noqa: S105 - placeholder
+MIN_SECRET_LENGTH = 16
+
+Process = Literal["api", "worker"]
+
+
+class SettingsError(Exception):
+    """The configuration cannot run this process; the message names the variable."""
 
 
 class Settings(BaseSettings):
@@ -33,10 +43,10 @@ class Settings(BaseSettings):
     task_queue: str = "tollway-executions"
 
     public_base_url: str = "http://127.0.0.1:8000"
-    client_token_secret: SecretStr = SecretStr(DEV_CLIENT_TOKEN_SECRET)
+    client_token_secret: SecretStr | None = None
     client_token_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # Webhook secrets are comma-separated: during a rotation both old and new verify.
-    local_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    local_webhook_secret: SecretStr | None = None
     payment_provider: Literal["local", "stripe"] = "local"
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -57,17 +67,51 @@ class Settings(BaseSettings):
     dev_api_port: int = 8000
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Settings:
-        if self.env != "dev":
-            placeholders = {
-                "TOLLWAY_CLIENT_TOKEN_SECRET": (self.client_token_secret, DEV_CLIENT_TOKEN_SECRET),
-                "TOLLWAY_LOCAL_WEBHOOK_SECRET": (self.local_webhook_secret, DEV_WEBHOOK_SECRET),
-            }
-            for name, (value, placeholder) in placeholders.items():
-                secret = value.get_secret_value()
-                if secret == placeholder or len(secret) < 16:
-                    raise ValueError(f"{name} must be set to a real secret outside dev")
+    def _check(self) -> Settings:
+        if self.env == "production" and self.payment_provider == "local":
+            raise ValueError(
+                "TOLLWAY_PAYMENT_PROVIDER=local takes no money and is refused with "
+                "TOLLWAY_ENV=production; set TOLLWAY_PAYMENT_PROVIDER=stripe"
+            )
+        for name, value in (
+            ("TOLLWAY_LOCAL_WEBHOOK_SECRET", self.local_webhook_secret),
+            ("TOLLWAY_STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
+        ):
+            if value is not None:
+                _check_secret_list(name, value.get_secret_value())
+        if self.client_token_secret is not None:
+            secret = self.client_token_secret.get_secret_value()
+            _check_secret_list("TOLLWAY_CLIENT_TOKEN_SECRET", secret)
         return self
+
+    def require(self, process: Process) -> None:
+        """Refuse to run ``process`` without the secrets it needs (raises SettingsError)."""
+        needed: dict[str, SecretStr | None] = {}
+        if process == "api":
+            needed["TOLLWAY_CLIENT_TOKEN_SECRET"] = self.client_token_secret
+            if self.payment_provider == "local":
+                needed["TOLLWAY_LOCAL_WEBHOOK_SECRET"] = self.local_webhook_secret
+        if self.payment_provider == "stripe":
+            needed["TOLLWAY_STRIPE_API_KEY"] = self.stripe_api_key
+            if process == "api":
+                needed["TOLLWAY_STRIPE_WEBHOOK_SECRET"] = self.stripe_webhook_secret
+        missing = [name for name, value in needed.items() if value is None]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)} must be set (no secret has a default)")
+
+    @property
+    def stripe_livemode(self) -> bool:
+        """Stripe events must match the key's mode: a test-mode event never pays live."""
+        key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
+        return key.startswith(("sk_live_", "rk_live_"))
+
+
+def _check_secret_list(name: str, value: str) -> None:
+    parts = value.split(",")
+    for index, part in enumerate(parts):
+        if len(part.strip()) < MIN_SECRET_LENGTH:
+            which = f"entry {index + 1} of {name}" if len(parts) > 1 else name
+            raise ValueError(f"{which} must be at least {MIN_SECRET_LENGTH} characters")
 
 
 def webhook_secrets(settings: Settings, provider: str) -> list[str]:
@@ -80,6 +124,25 @@ def webhook_secrets(settings: Settings, provider: str) -> list[str]:
     return [s.strip() for s in value.get_secret_value().split(",") if s.strip()]
 
 
+def secret_value(value: SecretStr | None, name: str) -> str:
+    if value is None:
+        raise SettingsError(f"{name} must be set (no secret has a default)")
+    return value.get_secret_value()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_for(process: Process) -> Settings:
+    """This process's settings, or SettingsError with one line naming what is wrong."""
+    try:
+        settings = get_settings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "_".join(str(p) for p in first["loc"]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"TOLLWAY_{where}: {message}" if where else message) from None
+    settings.require(process)
+    return settings

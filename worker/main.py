@@ -7,12 +7,14 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import sys
 
 import structlog
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.callback_tokens import new_callback_tokens
 from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
 from activities.slot_activities import SlotActivities
@@ -24,7 +26,7 @@ from activities.stripe_provider import StripePaymentProvider, stripe_client
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
-from tollway.settings import Settings, get_settings
+from tollway.settings import Settings, SettingsError, settings_for
 from tollway.temporal import connect
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
@@ -35,7 +37,9 @@ log = structlog.get_logger("tollway.worker")
 
 def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
     if settings.payment_provider == "stripe":
-        return StripePaymentProvider(stripe_client(settings), settings.public_base_url)
+        return StripePaymentProvider(
+            stripe_client(settings), settings.public_base_url, settings.stripe_livemode
+        )
     return LocalPaymentProvider(engine, settings.public_base_url)
 
 
@@ -68,6 +72,7 @@ def build_worker(
             payments.record_failed_attempt,
             payments.confirm_payment,
             payments.refund_payment,
+            new_callback_tokens,
             steps.run_step,
             slots.request,
             slots.ended,
@@ -104,5 +109,11 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
+    try:
+        settings = settings_for("worker")
+    except SettingsError as exc:
+        sys.stderr.write(f"tollway worker: {exc}\n")
+        sys.stderr.flush()
+        os._exit(2)
     configure_logging()
-    asyncio.run(run_worker(get_settings()))
+    asyncio.run(run_worker(settings))

@@ -20,19 +20,25 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.callback_tokens import new_callback_tokens
     from tollway.definitions import WaitForCallbackStep
     from workflows.models import (
         AttachInput,
         AttachResult,
         CallbackAddress,
         CallbackInput,
+        CallbackTokensRequest,
         CancelInput,
         ExecutionInput,
         ExecutionView,
+        PaymentEventResult,
         PaymentNotice,
     )
-    from workflows.policies import initial_state
+    from workflows.policies import CALL_TIMEOUT, initial_state
     from workflows.work_phase import WorkPhase
+
+
+CALLBACK_TOKENS_PATCH = "callback-tokens-from-activity"
 
 
 @workflow.defn(name="TollwayExecution")
@@ -47,16 +53,8 @@ class ExecutionWorkflow(WorkPhase):
         self._seen_events: set[str] = set()
         self._handled: set[str] = set()
         self._cancel: CancelInput | None = None
-        # Callback tokens come from the workflow's deterministic randomness: the same on replay.
-        base = inp.public_base_url.rstrip("/")
-        self._callbacks = {
-            step.id: CallbackAddress(
-                url=f"{base}/v1/public/executions/{inp.execution_id}/callbacks/{step.id}",
-                token=f"cb_{workflow.uuid4().hex}{workflow.uuid4().hex}",
-            )
-            for step in inp.definition.steps
-            if isinstance(step, WaitForCallbackStep)
-        }
+        self._outcomes: dict[str, str] = {}
+        self._callbacks: dict[str, CallbackAddress] = {}  # issued at the start of run
         self._slot_requested = False
         self._slot_granted = False
         self._callback_bodies: dict[str, Any] = {}
@@ -83,7 +81,7 @@ class ExecutionWorkflow(WorkPhase):
             )
 
     @workflow.update
-    async def payment_event(self, notice: PaymentNotice) -> ExecutionView:
+    async def payment_event(self, notice: PaymentNotice) -> PaymentEventResult:
         """A verified provider event. An update, not a signal: the webhook learns that the
         execution took the event in (or gets an error and the provider retries), so a payment
         can never land in a workflow that is already closing and be lost."""
@@ -91,7 +89,9 @@ class ExecutionWorkflow(WorkPhase):
             self._seen_events.add(notice.event_id)
             self._inbox.append(notice)
         await workflow.wait_condition(lambda: notice.event_id in self._handled)
-        return self.view()
+        return PaymentEventResult(
+            outcome=self._outcomes.get(notice.event_id, "applied"), view=self.view()
+        )
 
     @workflow.signal
     def slot_granted(self) -> None:
@@ -132,9 +132,36 @@ class ExecutionWorkflow(WorkPhase):
 
     # -- main -------------------------------------------------------------------------------
 
+    async def _issue_callback_tokens(self) -> None:
+        """Tokens for the ``wait_for_callback`` steps. Never from ``workflow.uuid4()``: it is
+        seeded from the run id, which callers and payers can see, so anything derived from it
+        can be recomputed by them. They come from an activity (the OS's CSPRNG)."""
+        inp = self._input
+        steps = [s.id for s in inp.definition.steps if isinstance(s, WaitForCallbackStep)]
+        if not steps:
+            return
+        if workflow.patched(CALLBACK_TOKENS_PATCH):
+            issued = await workflow.execute_local_activity(
+                new_callback_tokens,
+                CallbackTokensRequest(step_ids=steps),
+                start_to_close_timeout=CALL_TIMEOUT,
+            )
+            tokens = issued.tokens
+        else:  # histories recorded before the patch (replay only): their guessable tokens
+            tokens = {step: f"cb_{workflow.uuid4().hex}{workflow.uuid4().hex}" for step in steps}
+        base = inp.public_base_url.rstrip("/")
+        self._callbacks = {
+            step: CallbackAddress(
+                url=f"{base}/v1/public/executions/{inp.execution_id}/callbacks/{step}",
+                token=tokens[step],
+            )
+            for step in steps
+        }
+
     @workflow.run
     async def run(self, inp: ExecutionInput) -> ExecutionView:
         self._record()
+        await self._issue_callback_tokens()
         try:
             if inp.definition.price is None or await self._collect_payment():
                 await self._run_work()

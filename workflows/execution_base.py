@@ -27,6 +27,7 @@ class ExecutionBase:
     _payment: PaymentNotice | None
     _inbox: list[PaymentNotice]
     _handled: set[str]
+    _outcomes: dict[str, str]
     _cancel: CancelInput | None
     _slot_requested: bool
     _slot_granted: bool
@@ -37,8 +38,19 @@ class ExecutionBase:
     def _view(self) -> ExecutionView:
         return ExecutionView.build(self._input, self._state)
 
-    def _end(self, status: Status, reason: str | None, **changes: Any) -> None:
-        self._set(status=status, statusReason=reason, finishedAt=workflow.now(), **changes)
+    def _end(self, status: Status, reason: str | None, client: str | None, **changes: Any) -> None:
+        """End with ``reason`` for the organization and ``client``, the same in words safe
+        for the payer (no URLs, addresses, upstream bodies or who cancelled)."""
+        self._set(
+            status=status,
+            statusReason=reason,
+            clientStatusReason=client,
+            finishedAt=workflow.now(),
+            **changes,
+        )
+
+    def _reason(self, reason: str | None, client: str | None, **changes: Any) -> None:
+        self._set(statusReason=reason, clientStatusReason=client, **changes)
 
     def _set(self, **changes: Any) -> None:
         self._state = self._state.model_copy(update={**changes, "updatedAt": workflow.now()})

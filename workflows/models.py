@@ -76,6 +76,8 @@ class ExecutionState(_Payload):
     status: Status
     paymentStatus: PaymentStatus
     statusReason: str | None = None
+    # The same reason in words safe for the payer (no URLs, addresses, upstream bodies, who).
+    clientStatusReason: str | None = None
     createdAt: datetime
     updatedAt: datetime
     startedAt: datetime | None = None
@@ -91,6 +93,14 @@ class ExecutionState(_Payload):
 class CallbackAddress(_Payload):
     url: str
     token: str
+
+
+class CallbackTokensRequest(_Payload):
+    step_ids: list[str]
+
+
+class CallbackTokensResult(_Payload):
+    tokens: dict[str, str]
 
 
 class CallbackInput(_Payload):
@@ -128,6 +138,7 @@ class ExecutionView(_Payload):
     startedAt: datetime | None
     finishedAt: datetime | None
     callbacks: dict[str, CallbackAddress] | None = None
+    clientStatusReason: str | None = None  # internal: the client view's statusReason
 
     @classmethod
     def build(cls, inp: ExecutionInput, state: ExecutionState) -> ExecutionView:
@@ -159,7 +170,45 @@ class ExecutionView(_Payload):
             startedAt=state.startedAt,
             finishedAt=state.finishedAt,
             callbacks=state.callbacks,
+            clientStatusReason=state.clientStatusReason,
         )
+
+
+def settlement_note(
+    status: Status, payment_status: PaymentStatus, order_refunded: bool, late_refunds: int
+) -> str | None:
+    """What the ledger learnt of a closed execution's money after it closed (a closed
+    workflow cannot record it on itself), in words; None when nothing changes."""
+    if not status.terminal:
+        return None
+    if payment_status == PaymentStatus.PAID and order_refunded:
+        return "the payment was refunded at the provider"
+    if payment_status in _UNKEPT and late_refunds:
+        return "a payment that arrived after it ended was refunded"
+    return None
+
+
+def with_note(reason: str | None, note: str) -> str:
+    return f"{reason}; {note}" if reason else note
+
+
+def settled(view: ExecutionView, order_refunded: bool, late_refunds: int) -> ExecutionView:
+    """``view`` with the ledger's settlement applied: ``paymentStatus`` becomes refunded."""
+    note = settlement_note(view.status, view.paymentStatus, order_refunded, late_refunds)
+    if note is None:
+        return view
+    return view.model_copy(
+        update={
+            "paymentStatus": PaymentStatus.REFUNDED,
+            "statusReason": with_note(view.statusReason, note),
+            "clientStatusReason": with_note(view.clientStatusReason, note),
+        }
+    )
+
+
+_UNKEPT = frozenset(
+    {PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.EXPIRED, PaymentStatus.CANCELLED}
+)
 
 
 class AttachInput(_Payload):
@@ -193,6 +242,16 @@ class PaymentNotice(_Payload):
     payment_reference: str | None = None
     amount: int | None = None
     currency: str | None = None
+    livemode: bool | None = None
+
+
+class PaymentEventResult(_Payload):
+    """What the execution did with a payment event: ``applied`` (it changed or confirmed
+    something), ``refunded`` (a payment it could not keep was given back) or ``ignored``
+    (another provider, checkout session or mode than the order's: no effect)."""
+
+    outcome: str
+    view: ExecutionView
 
 
 class CancelInput(_Payload):
@@ -213,6 +272,10 @@ class CheckoutSession(_Payload):
     order_id: str
     checkout_session_id: str
     checkout_url: str
+    # Only events of this provider (and, for Stripe, this mode) can pay the order. None in
+    # histories recorded before these checks existed.
+    provider: str | None = None
+    livemode: bool | None = None
 
 
 class CloseCheckoutRequest(_Payload):

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.execution_base import ExecutionBase
     from workflows.models import (
         CheckoutRequest,
+        CheckoutSession,
         CloseCheckoutRequest,
         ConfirmPaymentRequest,
         PaymentEventKind,
@@ -25,7 +26,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import CALL_TIMEOUT, CHECKOUT_RETRY, MONEY_RETRY, failure_message
 
 
+LATE_REFUND_VISIBLE_PATCH = "late-refund-visible"
+
+
 class PaymentPhase(ExecutionBase):
+    _checkout: CheckoutSession | None = None
+
     async def _collect_payment(self) -> bool:
         price = self._input.definition.price
         assert price is not None
@@ -49,9 +55,11 @@ class PaymentPhase(ExecutionBase):
             self._end(
                 Status.FAILED,
                 f"checkout could not be created: {failure_message(err)}",
+                "the checkout could not be created",
                 paymentStatus=PaymentStatus.CANCELLED,
             )
             return False
+        self._checkout = checkout
         self._set(
             orderId=checkout.order_id,
             checkoutSessionId=checkout.checkout_session_id,
@@ -63,7 +71,12 @@ class PaymentPhase(ExecutionBase):
             remaining = deadline - workflow.now()
             if remaining <= timedelta(0):
                 await self._close_checkout("expired")
-                self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+                self._end(
+                    Status.CANCELLED,
+                    "payment_expired",
+                    "payment_expired",
+                    paymentStatus=PaymentStatus.EXPIRED,
+                )
                 return False
             try:
                 await workflow.wait_condition(
@@ -76,6 +89,7 @@ class PaymentPhase(ExecutionBase):
                 self._end(
                     Status.CANCELLED,
                     f"cancelled by {self._cancel.by} before payment",
+                    "cancelled before payment",
                     paymentStatus=PaymentStatus.CANCELLED,
                 )
                 return False
@@ -98,23 +112,49 @@ class PaymentPhase(ExecutionBase):
             retry_policy=MONEY_RETRY,
         )
         self._set(
-            status=Status.PAYMENT_CONFIRMED, paymentStatus=PaymentStatus.PAID, statusReason=None
+            status=Status.PAYMENT_CONFIRMED,
+            paymentStatus=PaymentStatus.PAID,
+            statusReason=None,
+            clientStatusReason=None,
         )
         return True
 
     async def _drain_inbox(self) -> None:
         while self._inbox:
             notice = self._inbox[0]
-            await self._handle(notice)
+            self._outcomes[notice.event_id] = await self._handle(notice)
             self._inbox.pop(0)
             self._handled.add(notice.event_id)
 
-    async def _handle(self, notice: PaymentNotice) -> None:
+    def _accepts(self, notice: PaymentNotice) -> bool:
+        """Only the provider this execution's order was opened with, for the checkout
+        session it opened (and, for Stripe, in the key's mode) can change the execution."""
+        checkout = self._checkout
+        if checkout is None:
+            return False
+        if checkout.provider is None:  # recorded before these checks existed (replay)
+            return True
+        if notice.provider != checkout.provider:
+            return False
+        if checkout.livemode is not None and notice.livemode is not checkout.livemode:
+            return False
+        if notice.checkout_session_id is not None:
+            return notice.checkout_session_id == checkout.checkout_session_id
+        # Charge events carry no session: they must be about the payment this execution kept.
+        return notice.kind == PaymentEventKind.REFUNDED and self._is_own(notice)
+
+    async def _handle(self, notice: PaymentNotice) -> str:
+        if not self._accepts(notice):
+            workflow.logger.warning(
+                "payment event ignored: not from this execution's checkout",
+                extra={"event_id": notice.event_id, "provider": notice.provider},
+            )
+            return "ignored"
         awaiting = self._state.status == Status.AWAITING_PAYMENT
         if notice.kind == PaymentEventKind.PAID:
-            await self._on_paid(notice)
-        elif notice.kind == PaymentEventKind.PROCESSING and awaiting:
-            self._set(statusReason="payment processing")
+            return await self._on_paid(notice)
+        if notice.kind == PaymentEventKind.PROCESSING and awaiting:
+            self._reason("payment processing", "payment processing")
         elif notice.kind == PaymentEventKind.FAILED and awaiting:
             await workflow.execute_activity_method(
                 PaymentActivities.record_failed_attempt,
@@ -122,15 +162,19 @@ class PaymentPhase(ExecutionBase):
                 start_to_close_timeout=CALL_TIMEOUT,
                 retry_policy=MONEY_RETRY,
             )
-            self._set(
-                paymentStatus=PaymentStatus.FAILED,
-                statusReason="payment failed; the checkout is still open",
-            )
+            reason = "payment failed; the checkout is still open"
+            self._reason(reason, reason, paymentStatus=PaymentStatus.FAILED)
         elif notice.kind == PaymentEventKind.EXPIRED and awaiting:
             await self._close_checkout("expired")
-            self._end(Status.CANCELLED, "payment_expired", paymentStatus=PaymentStatus.EXPIRED)
+            self._end(
+                Status.CANCELLED,
+                "payment_expired",
+                "payment_expired",
+                paymentStatus=PaymentStatus.EXPIRED,
+            )
         elif notice.kind == PaymentEventKind.REFUNDED and self._is_own(notice):
             self._set(paymentStatus=PaymentStatus.REFUNDED)
+        return "applied"
 
     def _is_own(self, notice: PaymentNotice) -> bool:
         return (
@@ -138,31 +182,42 @@ class PaymentPhase(ExecutionBase):
             and notice.payment_reference == self._payment.payment_reference
         )
 
-    async def _on_paid(self, notice: PaymentNotice) -> None:
+    async def _on_paid(self, notice: PaymentNotice) -> str:
         if not notice.payment_reference or self._is_own(notice):
-            return  # another event about the payment we already hold
+            return "applied"  # another event about the payment we already hold
         price = self._input.definition.price
         if self._payment is None and self._state.status == Status.AWAITING_PAYMENT:
             assert price is not None
             currency = (notice.currency or "").lower()
             if (notice.amount, currency) == (price.amount, price.currency):
                 self._payment = notice
-                return
+                return "applied"
             await self._refund(notice, "amount or currency does not match the order")
             await self._close_checkout("cancelled")
-            self._end(
-                Status.FAILED,
+            reason = (
                 f"payment of {notice.amount} {currency} does not match the order "
-                f"({price.amount} {price.currency}); nothing was run and it was refunded",
-                paymentStatus=PaymentStatus.REFUNDED,
+                f"({price.amount} {price.currency}); nothing was run and it was refunded"
             )
-            return
+            self._end(Status.FAILED, reason, reason, paymentStatus=PaymentStatus.REFUNDED)
+            return "refunded"
+        late = self._payment is None
         reason = (
             "duplicate payment"
-            if self._payment is not None
+            if not late
             else f"payment after the execution ended ({self._state.status.value})"
         )
         await self._refund(notice, reason)
+        if late and workflow.patched(LATE_REFUND_VISIBLE_PATCH):
+            # The execution never kept a payment, so what it holds now is a refund.
+            note = "a payment that arrived after it ended was refunded"
+            self._reason(
+                f"{self._state.statusReason}; {note}" if self._state.statusReason else note,
+                f"{self._state.clientStatusReason}; {note}"
+                if self._state.clientStatusReason
+                else note,
+                paymentStatus=PaymentStatus.REFUNDED,
+            )
+        return "refunded"
 
     async def _refund(self, notice: PaymentNotice, reason: str) -> None:
         await workflow.execute_activity_method(

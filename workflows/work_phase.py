@@ -39,7 +39,11 @@ class WorkPhase(PaymentPhase):
         else:
             assert self._cancel is not None
             await self._refund_own(f"cancelled by {self._cancel.by}")
-            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by} while queued")
+            self._end(
+                Status.CANCELLED,
+                f"cancelled by {self._cancel.by} while queued",
+                "cancelled while queued",
+            )
         await self._release_slot()
 
     def _slot_request(self) -> SlotRequest:
@@ -96,16 +100,22 @@ class WorkPhase(PaymentPhase):
         except asyncio.CancelledError:
             assert self._cancel is not None
             await self._refund_own(f"cancelled by {self._cancel.by}")
-            self._end(Status.CANCELLED, f"cancelled by {self._cancel.by} while running")
+            self._end(
+                Status.CANCELLED,
+                f"cancelled by {self._cancel.by} while running",
+                "cancelled while running",
+            )
             return
         if failure is None:
             return
+        reason, client_reason = failure
         if self._input.definition.refundOnFailure:
-            await self._refund_own(failure)
-        self._end(Status.FAILED, failure)
+            await self._refund_own(reason)
+        self._end(Status.FAILED, reason, client_reason)
 
-    async def _run_steps(self) -> str | None:
-        """Run every step; returns why it failed, or None after recording success."""
+    async def _run_steps(self) -> tuple[str, str] | None:
+        """Run every step; returns why it failed (for the organization, and in words safe
+        for the payer), or None after recording success."""
         definition = self._input.definition
         request = self._input.request
         context: dict[str, Any] = {
@@ -122,9 +132,12 @@ class WorkPhase(PaymentPhase):
                     continue
                 context["steps"][step.id] = await self._execute(step, context)
             except ActivityError as err:
-                return f"step '{step.id}' failed: {failure_message(err)}"
+                return (
+                    f"step '{step.id}' failed: {failure_message(err)}",
+                    f"step '{step.id}' failed",
+                )
             except StepFailed as err:
-                return f"step '{step.id}' failed: {err}"
+                return f"step '{step.id}' failed: {err}", f"step '{step.id}' failed"
         try:
             output = (
                 await self._evaluate(definition.output, context)
@@ -132,9 +145,13 @@ class WorkPhase(PaymentPhase):
                 else context["steps"]
             )
         except ActivityError as err:
-            return f"output could not be built: {failure_message(err)}"
+            return (
+                f"output could not be built: {failure_message(err)}",
+                "the output could not be built",
+            )
         self._end(
             Status.SUCCEEDED,
+            None,
             None,
             responsePayload=output if isinstance(output, dict) else {"value": output},
         )
