@@ -33,6 +33,16 @@ from worker.main import build_worker
 from workflows import search_attributes as sa
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "after_everything: runs once every other test is done (suite-wide checks)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("after_everything") is not None)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--workflow-environment",

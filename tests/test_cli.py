@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from tests.helpers import GREETING
+from tests.helpers import GREETING, make_tenant
 from tollway import admin
 
 
@@ -228,3 +228,29 @@ def test_schema_is_printed(database_url: str) -> None:
     schema = ok_json(tollway(database_url, "admin", "workflow", "schema"))
     assert schema["title"] == "WorkflowDefinition"
     assert "steps" in schema["properties"]
+
+
+async def test_revoked_token_is_refused_and_listed_as_revoked(
+    database_url: str, engine: Engine, http: Any
+) -> None:
+    tenant = make_tenant(engine)
+    before = await http.get(
+        f"/v1/public/workflows/{tenant.free_wf}/executions", headers=tenant.auth
+    )
+    assert before.status_code == 200
+    revoked = ok_json(tollway(database_url, "admin", "token", "revoke", tenant.token_id, "--json"))
+    assert revoked["id"] == tenant.token_id and revoked["revokedAt"]
+    again = ok_json(tollway(database_url, "admin", "token", "revoke", tenant.token_id, "--json"))
+    assert again == revoked  # revoking twice changes nothing
+    listed = ok_json(
+        tollway(database_url, "admin", "token", "list", "--org", tenant.org_id, "--json")
+    )
+    assert [(t["id"], t["revoked"]) for t in listed] == [(tenant.token_id, True)]
+    human = tollway(database_url, "admin", "token", "list", "--org", tenant.org_id)
+    assert "revoked" in human.stdout
+    after = await http.get(f"/v1/public/workflows/{tenant.free_wf}/executions", headers=tenant.auth)
+    assert after.status_code == 401  # the tests' auth cache is 0 s
+    unknown = tollway(database_url, "admin", "token", "revoke", "tok_nope")
+    assert unknown.returncode == 2 and "does not exist" in unknown.stderr
+    help_text = tollway(database_url, "admin", "token", "revoke", "--help").stdout
+    assert "auth cache" in help_text

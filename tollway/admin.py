@@ -103,6 +103,20 @@ def list_tokens(engine: Engine, organization_id: str | None = None) -> list[ApiT
         return list(session.exec(query))
 
 
+def revoke_token(engine: Engine, token_id: str) -> ApiToken:
+    """Revoke a token (again: a no-op). APIs stop accepting it within their auth cache time."""
+    with Session(engine) as session:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            raise AdminError(f"token {token_id!r} does not exist")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        return row
+
+
 def find_token(engine: Engine, plaintext: str) -> ApiToken | None:
     if not plaintext.startswith(TOKEN_PREFIX):
         return None

@@ -30,7 +30,7 @@ def _engine() -> Any:
 def _admin(args: argparse.Namespace) -> int:
     engine = _engine()
     rows: list[dict[str, Any]]
-    what, action = args.what, args.action
+    what, action = args.what, getattr(args, "action", None)
     if what == "org" and action == "create":
         org = admin.create_organization(engine, args.name)
         _out({"id": org.id}, args.json, f"created organization {org.id} ({org.name})")
@@ -58,13 +58,26 @@ def _admin(args: argparse.Namespace) -> int:
                 "scopes": t.scopes,
                 "rateLimit": t.rate_limit,
                 "revoked": t.revoked_at is not None,
+                "revokedAt": t.revoked_at.isoformat() if t.revoked_at else None,
             }
             for t in tokens
         ]
         text = "\n".join(
-            f"{r['id']}  {r['organizationId']}  {r['prefix']}…  {r['rateLimit']}" for r in rows
+            f"{r['id']}  {r['organizationId']}  {r['prefix']}…  {r['rateLimit']}"
+            + ("  revoked" if r["revoked"] else "")
+            for r in rows
         )
         _out(rows, args.json, text or "(none)")
+    elif what == "token" and action == "revoke":
+        revoked = admin.revoke_token(engine, args.id)
+        assert revoked.revoked_at is not None
+        _out(
+            {"id": revoked.id, "revokedAt": revoked.revoked_at.isoformat()},
+            args.json,
+            f"revoked token {revoked.id}",
+        )
+    elif what == "reconcile":
+        return _reconcile(args, engine)
     elif what == "workflow" and action == "create":
         definition = load_definition_file(Path(args.file))
         wf = admin.create_workflow(engine, args.org, definition)
@@ -101,6 +114,40 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace, engine: Any) -> int:
+    import asyncio
+    from datetime import timedelta
+
+    from tollway.reconcile import LocalBook, ProviderBook, Reconciler, StripeBook
+    from tollway.temporal import connect
+
+    settings = get_settings()
+    book: ProviderBook
+    if settings.payment_provider == "stripe":
+        from activities.stripe_provider import stripe_client
+
+        book = StripeBook(stripe_client(settings))
+    else:
+        book = LocalBook(engine)
+
+    async def run() -> Any:
+        client = await connect(settings)
+        reconciler = Reconciler(
+            engine, client, book, timedelta(minutes=args.refund_threshold_minutes)
+        )
+        return await reconciler.run(timedelta(hours=args.since_hours))
+
+    report = asyncio.run(run())
+    lines = [
+        f"{d.kind}  {d.executionId}  {d.detail}"
+        + (f"  ({d.paymentReference})" if d.paymentReference else "")
+        for d in report.discrepancies
+    ]
+    summary = f"checked {report.checked}: {len(report.discrepancies)} discrepancies"
+    _out(report.as_dict(), args.json, "\n".join([*lines, summary]))
+    return 1 if report.discrepancies else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     what = adm.add_subparsers(dest="what", required=True)
 
     def action(group: Any, name: str, help_: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = group.add_parser(name, help=help_)
+        p: argparse.ArgumentParser = group.add_parser(name, help=help_, description=help_)
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
@@ -128,6 +175,25 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--rate-limit", help="N/second, N/minute or N/hour")
     create.add_argument("--scope", action="append", choices=sorted(admin.KNOWN_SCOPES))
     action(tok, "list", "list API tokens").add_argument("--org")
+    action(
+        tok,
+        "revoke",
+        "revoke an API token; APIs refuse it within their auth cache time "
+        "(TOLLWAY_AUTH_CACHE_SECONDS, 5 s by default)",
+    ).add_argument("id")
+
+    rec = action(
+        what,
+        "reconcile",
+        "compare the order ledger, the payment provider and Temporal; exit 1 on discrepancies",
+    )
+    rec.add_argument("--since-hours", type=float, default=24.0, help="orders of this window")
+    rec.add_argument(
+        "--refund-threshold-minutes",
+        type=float,
+        default=15.0,
+        help="a refund not done after this long is a discrepancy",
+    )
 
     wf = what.add_parser("workflow").add_subparsers(dest="action", required=True)
     create = action(wf, "create", "create a workflow from a JSON or YAML definition")
