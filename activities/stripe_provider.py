@@ -66,7 +66,11 @@ class StripePaymentProvider:
                         },
                     }
                 ],
-                "expires_at": clamp_expiry(request.expires_at, datetime.now(UTC)),
+                # From the request, not the clock: a retried call must send the very same
+                # parameters with its idempotency key.
+                "expires_at": clamp_expiry(
+                    request.expires_at, request.requested_at or datetime.now(UTC)
+                ),
                 "success_url": back,
                 "cancel_url": back,
             },
@@ -90,10 +94,10 @@ class StripePaymentProvider:
             refund = self._client.v1.refunds.create(
                 params={
                     "payment_intent": request.payment_reference,
-                    "metadata": {
-                        "executionId": request.execution_id,
-                        "reason": request.reason[:500],
-                    },
+                    # Only what is the same on every path that may refund this payment: one
+                    # idempotency key must always come with the same parameters (the reason
+                    # is kept in the ledger).
+                    "metadata": {"executionId": request.execution_id},
                 },
                 options={"idempotency_key": request.idempotency_key},
             )

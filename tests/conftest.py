@@ -25,7 +25,15 @@ from activities.steps.http import guarded_client
 from activities.steps.ssrf import AllowList
 from api.app import build_deps, create_app
 from tests import step_functions
-from tests.helpers import Tenant, make_tenant
+from tests.helpers import (
+    CLIENT_TOKEN_SECRET,
+    PARTNER_SECRET,
+    PREVIOUS_WEBHOOK_SECRET,
+    WEBHOOK_SECRET,
+    Tenant,
+    make_tenant,
+)
+from tests.money import assert_tenant_money_invariants
 from tollway.db import create_schema, make_engine
 from tollway.settings import Settings
 from tollway.temporal_server import SPEED_FLAGS, temporal_binary
@@ -104,12 +112,6 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
         yield pool
 
 
-PARTNER_SECRET = "partner-secret-value-7f3a9c"
-WEBHOOK_SECRET = "whsec_test_current_0123456789"
-PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
-CLIENT_TOKEN_SECRET = "client-token-secret-for-tests-0123456789"
-
-
 def make_settings(database_url: str, temporal_address: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
@@ -163,13 +165,19 @@ async def http(
 
 
 @pytest.fixture
-def tenant(engine: Engine) -> Tenant:
-    return make_tenant(engine)
+async def tenant(client: Client, engine: Engine) -> AsyncIterator[Tenant]:
+    """A fresh organization; after the test, the money rules are checked on every priced
+    execution it made, whatever the test itself asserted."""
+    made = make_tenant(engine)
+    yield made
+    await assert_tenant_money_invariants(client, engine, made.org_id)
 
 
 @pytest.fixture
-def other_tenant(engine: Engine) -> Tenant:
-    return make_tenant(engine)
+async def other_tenant(client: Client, engine: Engine) -> AsyncIterator[Tenant]:
+    made = make_tenant(engine)
+    yield made
+    await assert_tenant_money_invariants(client, engine, made.org_id)
 
 
 @pytest.fixture(scope="session")

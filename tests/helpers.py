@@ -34,6 +34,10 @@ GREETING: dict[str, Any] = {
     "output": "steps.shape",
 }
 PRICE = {"amount": 500, "currency": "usd"}
+PARTNER_SECRET = "partner-secret-value-7f3a9c"
+WEBHOOK_SECRET = "whsec_test_current_0123456789"
+PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
+CLIENT_TOKEN_SECRET = "client-token-secret-for-tests-0123456789"
 
 
 @dataclass

@@ -3,17 +3,22 @@ invariants asserted from Temporal's history, the ledger and the local bank."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.local_provider import LocalPaymentProvider, checkout_event, encode, sign
-from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import WEBHOOK_SECRET
 from tollway.ledger import OrderLedger
 from tollway.tables import LocalCharge
 
@@ -78,13 +83,91 @@ def charges(engine: Engine, execution_id: str) -> list[LocalCharge]:
         return list(session.exec(query))
 
 
+@dataclass(frozen=True)
+class Held:
+    """Money a provider took for an execution, as the provider itself records it."""
+
+    reference: str
+    amount: int
+    currency: str
+    refunds: int  # how many refunds the provider made of it (more than one is a bug)
+
+
+class Bank(Protocol):
+    def money(self, execution_id: str) -> list[Held]: ...
+
+
+class LocalBank:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def money(self, execution_id: str) -> list[Held]:
+        return [
+            Held(c.payment_reference, c.amount, c.currency, int(c.refund_id is not None))
+            for c in charges(self._engine, execution_id)
+        ]
+
+
+# The Stripe stand-in in use, if any: the per-test check reads Stripe's books from it.
+STRIPE_BANKS: list[Bank] = []
+
+
+def bank_for(engine: Engine, provider: str) -> Bank:
+    if provider == "stripe":
+        assert STRIPE_BANKS, "a Stripe order exists but no Stripe stand-in is serving"
+        return STRIPE_BANKS[-1]
+    return LocalBank(engine)
+
+
+async def _history_events(client: Client, execution_id: str) -> list[HistoryEvent]:
+    try:
+        history = await client.get_workflow_handle(execution_id).fetch_history()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
+    return list(history.events)
+
+
+def _activity_name(event: HistoryEvent) -> str | None:
+    if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        return event.activity_task_scheduled_event_attributes.activity_type.name
+    return None
+
+
 async def steps_ran(client: Client, execution_id: str) -> bool:
-    history = await client.get_workflow_handle(execution_id).fetch_history()
     return any(
-        e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "steps.run"
-        for e in history.events
+        _activity_name(e) == "steps.run" for e in await _history_events(client, execution_id)
     )
+
+
+async def payment_accepted_before_work(
+    client: Client, execution_id: str, price: tuple[int, str]
+) -> None:
+    """Read from history: the payment's acceptance (the ``payments.confirm`` activity, with the
+    exact amount and currency, completed) comes before the first step activity is scheduled."""
+    events = await _history_events(client, execution_id)
+    first_step = next((e.event_id for e in events if _activity_name(e) == "steps.run"), None)
+    if first_step is None:
+        return
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes
+        for e in events
+        if _activity_name(e) == "payments.confirm"
+    }
+    completed = [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
+    ]
+    assert completed, "steps were scheduled without a confirmed payment"
+    confirmed = completed[0]
+    assert confirmed.event_id < first_step, "a step was scheduled before the payment was accepted"
+    attrs = scheduled[confirmed.activity_task_completed_event_attributes.scheduled_event_id]
+    [payload] = attrs.input.payloads
+    request = json.loads(payload.data)
+    assert (request["amount"], request["currency"]) == price, f"work ran on {request}"
 
 
 async def assert_money_invariants(
@@ -93,17 +176,23 @@ async def assert_money_invariants(
     view: dict[str, Any],
     price: tuple[int, str] = (500, "usd"),
     refund_on_failure: bool = True,
+    bank: Bank | None = None,
 ) -> None:
     eid = view["id"]
-    held = [c for c in charges(engine, eid) if c.refunded_at is None]
     order = OrderLedger(engine).by_execution(eid)
-    # (a) No step ever runs without a confirmed payment of the exact amount and currency.
+    bank = bank or bank_for(engine, order.provider if order else "local")
+    money = bank.money(eid)
+    held = [m for m in money if m.refunds == 0]
+    # (a) No step ever runs without a confirmed payment of the exact amount and currency:
+    # the ledger, the provider's books and the order of events in history all say so.
     if await steps_ran(client, eid):
         assert order is not None and order.paid_at is not None, "work ran unpaid"
-        paid = [c for c in charges(engine, eid) if c.payment_reference == order.payment_reference]
+        paid = [m for m in money if m.reference == order.payment_reference]
         assert paid and (paid[0].amount, paid[0].currency) == price, "work ran on a wrong payment"
-    # (b) Charged at most once.
+        await payment_accepted_before_work(client, eid, price)
+    # (b) Charged at most once, and nothing refunded twice.
     assert len(held) <= 1, f"charged {len(held)} times"
+    assert all(m.refunds <= 1 for m in money), f"refunded twice: {money}"
     # (c) Every paid execution ends succeeded or refunded.
     terminal = view["status"] in {"workflow_succeeded", "workflow_failed", "workflow_cancelled"}
     if terminal and view["status"] != "workflow_succeeded":
@@ -111,3 +200,46 @@ async def assert_money_invariants(
             assert not held, f"{view['status']} yet still holding {held}"
             if order is not None and order.payment_reference:
                 assert order.status == "refunded" and order.refunded_at is not None
+                assert view["paymentStatus"] == "refunded", view
+
+
+async def assert_tenant_money_invariants(client: Client, engine: Engine, org_id: str) -> None:
+    """Every priced execution a test made for ``org_id``, checked after the test: the money
+    rules hold whatever the test itself asserted."""
+    from api.service import ExecutionService
+    from api.views import full_view
+    from tollway.tables import Order
+
+    with Session(engine) as session:
+        orders = list(session.exec(select(Order).where(Order.organization_id == org_id)))
+    service = ExecutionService(client, "unused", 10.0, 2.0, ledger=OrderLedger(engine))
+    for order in orders:
+        refund_on_failure = _refund_on_failure(engine, order)
+        price = (order.amount, order.currency)
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:  # a refund or an ending may still be under way: give it a moment
+            current = await service.view(order.execution_id)
+            assert current is not None, f"order {order.id} has no execution"
+            try:
+                await assert_money_invariants(
+                    client, engine, full_view(current), price, refund_on_failure
+                )
+                break
+            except AssertionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+
+def _refund_on_failure(engine: Engine, order: Any) -> bool:
+    from tollway.definitions import WorkflowDefinition
+    from tollway.tables import WorkflowVersion
+
+    with Session(engine) as session:
+        version = session.exec(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == order.workflow_id,
+                WorkflowVersion.version == order.workflow_version,
+            )
+        ).one()
+    return WorkflowDefinition.model_validate(version.definition).refundOnFailure

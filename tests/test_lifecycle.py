@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 from temporalio.client import Client
 
 from tests.helpers import GREETING, PRICE, Tenant, create, key, wait_status
+from tests.money import capture
 from workflows.execution import ExecutionWorkflow
 from workflows.models import PaymentEventKind, PaymentNotice
 
@@ -45,9 +47,15 @@ def rfc3339_utc(value: str) -> datetime:
 
 
 async def pay(
-    client: Client, execution: dict[str, Any], amount: int = 500, currency: str = "usd"
+    client: Client,
+    engine: Engine,
+    execution: dict[str, Any],
+    amount: int = 500,
+    currency: str = "usd",
 ) -> None:
-    """Deliver a payment straight to the workflow, as the webhook does after verifying."""
+    """Take the money in the local bank, then deliver the payment straight to the workflow,
+    as the webhook does after verifying."""
+    reference = capture(engine, execution, amount, currency)
     handle = client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
     await handle.execute_update(
         ExecutionWorkflow.payment_event,
@@ -56,7 +64,7 @@ async def pay(
             kind=PaymentEventKind.PAID,
             provider="local",
             checkout_session_id=execution["checkoutSessionId"],
-            payment_reference=f"pi_test_{key()}",
+            payment_reference=reference,
             amount=amount,
             currency=currency,
             livemode=False,
@@ -130,7 +138,7 @@ async def test_priced_execution_waits_for_payment_then_succeeds(
     waiting = await wait_status(http, execution["id"], tenant.auth, "awaiting_payment", 0.5)
     assert waiting["startedAt"] is None and waiting["responsePayload"] is None
 
-    await pay(client, execution)
+    await pay(client, tenant.engine, execution)
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
     assert done["paymentStatus"] == "paid"
     assert done["responsePayload"] == {"greeting": "hello Ada"}
@@ -141,7 +149,7 @@ async def test_payment_of_wrong_amount_runs_nothing(
     http: httpx.AsyncClient, client: Client, tenant: Tenant
 ) -> None:
     execution = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
-    await pay(client, execution, amount=499)
+    await pay(client, tenant.engine, execution, amount=499)
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_failed")
     assert done["startedAt"] is None and done["responsePayload"] is None
     assert "does not match" in done["statusReason"]
@@ -202,7 +210,7 @@ async def test_version_in_force_at_creation_is_kept(
             }
         ),
     )
-    await pay(client, execution)
+    await pay(client, tenant.engine, execution)
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
     assert done["responsePayload"] == {"greeting": "hello Ada"}
     assert done["workflowVersion"] == 1

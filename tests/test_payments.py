@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from tests.money import (
     steps_ran,
 )
 from tollway.ledger import OrderLedger
-from tollway.tables import PaymentEvent
+from tollway.tables import LocalCharge, PaymentEvent
 
 
 async def priced(
@@ -345,6 +346,13 @@ async def test_refund_at_the_provider_is_recorded_for_a_closed_execution(
     execution = await priced(http, tenant, wf, requestPayload={})
     reference = await pay_via_webhook(http, engine, execution)
     await wait_status(http, execution["id"], tenant.auth, "workflow_failed")
+    # The money goes back at the provider (a refund from its dashboard), which then says so.
+    with Session(engine) as session:
+        held = session.get(LocalCharge, reference)
+        assert held is not None
+        held.refund_id, held.refunded_at = "re_dashboard_1", datetime.now(UTC)
+        session.add(held)
+        session.commit()
     charge = {
         "id": "ch_1",
         "object": "charge",

@@ -73,8 +73,8 @@ async def test_replay_of_histories_produced_now(
         json={"ok": 1},
         headers={"Authorization": f"Bearer {token}"},
     )
-    await pay(client, paid)
-    await pay(client, wrong, currency="eur")
+    await pay(client, engine, paid)
+    await pay(client, engine, wrong, currency="eur")
     await pay_via_webhook(http, engine, refunded)
     await http.post(f"/v1/public/executions/{cancelled['id']}/cancel", headers=tenant.auth)
     late = await pay_via_webhook(http, engine, cancelled)

@@ -295,7 +295,11 @@ def _notice(execution: dict[str, Any], **changes: Any) -> PaymentNotice:
     ids=["other provider", "other session", "no session", "live mode", "no mode"],
 )
 async def test_payment_from_another_checkout_is_ignored(
-    http: httpx.AsyncClient, client: Client, tenant: Tenant, changes: dict[str, Any]
+    http: httpx.AsyncClient,
+    client: Client,
+    engine: Engine,
+    tenant: Tenant,
+    changes: dict[str, Any],
 ) -> None:
     execution = await _priced(http, tenant)
     handle = client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
@@ -310,7 +314,10 @@ async def test_payment_from_another_checkout_is_ignored(
     await asyncio.sleep(0.3)
     assert not await steps_ran(client, execution["id"])
     # The order's own checkout still pays it.
-    own = await handle.execute_update(ExecutionWorkflow.payment_event, _notice(execution))
+    own = await handle.execute_update(
+        ExecutionWorkflow.payment_event,
+        _notice(execution, payment_reference=capture(engine, execution)),
+    )
     assert own.outcome == "applied"
     await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
 

@@ -101,7 +101,7 @@ async def test_killed_worker_restarts_and_execution_finishes_and_view_survives(
 
     # The payment arrives while no worker runs (its delivery waits); a new worker takes it in
     # and finishes the execution.
-    payment = asyncio.create_task(pay(client, execution["execution"]))
+    payment = asyncio.create_task(pay(client, tenant.engine, execution["execution"]))
     await asyncio.sleep(0.5)
     assert not payment.done()
     with worker_process(outage_settings):

@@ -266,6 +266,7 @@ class CheckoutRequest(_Payload):
     workflow_name: str
     price: Price
     expires_at: datetime
+    requested_at: datetime | None = None  # workflow time of the request (None: older histories)
 
 
 class CheckoutSession(_Payload):

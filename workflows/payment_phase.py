@@ -47,6 +47,7 @@ class PaymentPhase(ExecutionBase):
                     workflow_name=self._input.definition.name,
                     price=price,
                     expires_at=deadline,
+                    requested_at=workflow.now(),
                 ),
                 start_to_close_timeout=CALL_TIMEOUT,
                 retry_policy=CHECKOUT_RETRY,
