@@ -397,3 +397,41 @@ async def test_payment_after_close_shows_refunded_in_view_and_list(
     [item] = [i for i in listed.json()["data"]["executions"] if i["id"] == execution["id"]]
     assert item["paymentStatus"] == "refunded" and item["statusReason"] == shown["statusReason"]
     await assert_money_invariants(client, engine, shown)
+
+
+async def test_payment_racing_a_cancel_is_refunded_and_shown_whichever_way_it_lands(
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
+) -> None:
+    """A payment sent while a cancel is being carried out lands in the closing workflow (which
+    refunds it and records ``refunded`` on itself, search attributes included) or after it
+    closed (the late-payment refund): either way the view says refunded."""
+    from temporalio.client import WorkflowUpdateStage
+
+    from workflows import search_attributes as sa
+    from workflows.models import CancelInput
+
+    in_workflow = 0
+    for _ in range(3):
+        execution = await _priced(http, tenant)
+        handle = client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
+        await handle.start_update(
+            ExecutionWorkflow.cancel,
+            CancelInput(by="a racing test"),
+            id="cancel",
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        response = await send(http, completed(execution, capture(engine, execution)))
+        assert response.status_code == 200, response.text
+        final = await eventually(
+            lambda eid=execution["id"]: view(http, eid, tenant.auth),
+            lambda r: r.json()["data"]["execution"]["paymentStatus"] == "refunded",
+        )
+        shown = final.json()["data"]["execution"]
+        assert (shown["status"], shown["paymentStatus"]) == ("workflow_cancelled", "refunded")
+        assert shown["statusReason"].endswith("a payment that arrived after it ended was refunded")
+        if response.json()["data"]["outcome"] == "delivered":
+            in_workflow += 1
+            described = await handle.describe()
+            assert described.typed_search_attributes.get(sa.PAYMENT_STATUS) == "refunded"
+        await assert_money_invariants(client, engine, shown)
+    print(f"{in_workflow} of 3 payments landed in the closing workflow")
