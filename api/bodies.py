@@ -12,6 +12,7 @@ from starlette.requests import Request
 from api.errors import ApiError, FieldError, bad_request
 
 MAX_KEY_LENGTH = 255
+MAX_JSON_DEPTH = 64  # nesting levels in requestPayload and clientSafeMetadata
 Required = Annotated[
     str, StringConstraints(strip_whitespace=False, min_length=1, max_length=255, pattern=r"\S")
 ]
@@ -73,14 +74,39 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_create_body(raw: bytes, header_key: str | None) -> tuple[CreateExecutionBody, str | None]:
-    """Validate the body; returns it and the idempotency key from body or header (or None)."""
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (iteratively: no recursion on hostile input), up to limit+1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json(raw: bytes, what: str = "body") -> Any:
+    """Parse a request's JSON, answering 400 naming ``what`` for invalid or absurdly deep
+    JSON (the parser would otherwise exhaust the stack: a RecursionError, i.e. a 500)."""
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(
-            "Request body is not valid JSON.", [FieldError("body", str(exc))]
+            f"Request {what} is not valid JSON.", [FieldError(what, str(exc))]
         ) from None
+    except RecursionError:
+        raise bad_request(
+            f"Request {what} nests too deeply.",
+            [FieldError(what, f"must not nest deeper than {MAX_JSON_DEPTH} levels")],
+        ) from None
+
+
+def parse_create_body(raw: bytes, header_key: str | None) -> tuple[CreateExecutionBody, str | None]:
+    """Validate the body; returns it and the idempotency key from body or header (or None)."""
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise bad_request(
             "Request body must be a JSON object.", [FieldError("body", "must be a JSON object")]
@@ -93,6 +119,13 @@ def parse_create_body(raw: bytes, header_key: str | None) -> tuple[CreateExecuti
             for e in exc.errors()
         ]
         raise bad_request("Request body is invalid.", errors) from None
+    deep = [
+        FieldError(name, f"must not nest deeper than {MAX_JSON_DEPTH} levels")
+        for name in ("requestPayload", "clientSafeMetadata")
+        if json_depth(data.get(name), MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+    ]
+    if deep:
+        raise bad_request("Request body nests too deeply.", deep)
     if header_key is not None:
         if not 1 <= len(header_key) <= MAX_KEY_LENGTH:
             raise bad_request(

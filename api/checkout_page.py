@@ -21,7 +21,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from activities.local_provider import checkout_event, encode, sign
+from api.bodies import read_limited
 from api.deps import Deps
+from api.errors import ApiError
 from api.payment_events import verify
 from api.service import TemporalUnavailable
 from tollway.settings import webhook_secrets
@@ -29,6 +31,7 @@ from tollway.tables import Order, utcnow
 from workflows.models import RefundRequest
 
 COOKIE = "tollway_csrf"
+MAX_FORM_BYTES = 4096
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -132,8 +135,9 @@ async def _check_form(request: Request, deps: Deps, session_id: str) -> bool:
         allowed = {_origin(deps.settings.public_base_url), _origin(str(request.base_url))}
         if origin.rstrip("/") not in allowed:
             return False
-    raw = await request.body()
-    if len(raw) > 4096:
+    try:  # read with a limit: the form is a few hundred bytes, anything big is refused early
+        raw = await read_limited(request, MAX_FORM_BYTES)
+    except ApiError:
         return False
     form = parse_qs(raw.decode("latin-1"))
     cookie = request.cookies.get(COOKIE)

@@ -76,7 +76,7 @@ def verify(
             continue
         try:
             event = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise InvalidSignature("signed body is not JSON") from None
         if not isinstance(event, dict) or not isinstance(event.get("id"), str):
             raise InvalidSignature("signed body is not an event")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import Principal, bearer_token
-from api.bodies import parse_create_body, read_limited
+from api.bodies import MAX_JSON_DEPTH, json_depth, load_json, parse_create_body, read_limited
 from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
 from api.client_tokens import issue, verify
 from api.deps import Deps
@@ -195,12 +194,12 @@ async def receive_callback(request: Request) -> JSONResponse:
             headers={"WWW-Authenticate": "Bearer"},
         )
     raw = await read_limited(request, deps.settings.max_body_bytes)
-    try:
-        body = json.loads(raw) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    body = load_json(raw) if raw else None
+    if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise bad_request(
-            "Callback body is not valid JSON.", [FieldError("body", str(exc))]
-        ) from None
+            "Callback body nests too deeply.",
+            [FieldError("body", f"must not nest deeper than {MAX_JSON_DEPTH} levels")],
+        )
     try:
         await deps.service.callback(execution_id, step_id, token, body)
     except CallbackRefused as refused:

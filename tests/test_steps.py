@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator
@@ -53,6 +54,13 @@ class Target:
                 return JSONResponse({"late": True})
             if name == "big":
                 return PlainTextResponse("x" * (2 * 1024 * 1024))
+            if name in {"bomb", "gzipped"}:
+                size = 64 * 1024 * 1024 if name == "bomb" else 1000
+                payload = gzip.compress(b'{"z": "' + b"0" * size + b'"}', compresslevel=9)
+                return Response(
+                    payload,
+                    headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+                )
             if name == "redirect":
                 return RedirectResponse(request.query_params["to"], status_code=302)
             return PlainTextResponse("plain text")
@@ -219,7 +227,24 @@ async def test_addresses_outside_the_allow_list_are_refused_end_to_end(
         ("169.254.169.254", "cloud metadata"),
         ("169.254.10.10", "link-local"),
         ("100.100.100.200", "cloud metadata"),
-        ("100.64.0.1", "not public"),
+        ("100.64.0.1", "shared (CGNAT)"),
+        ("168.63.129.16", "cloud metadata"),
+        ("192.0.2.10", "documentation"),
+        ("198.18.0.1", "benchmarking"),
+        ("255.255.255.255", "reserved"),
+        # IPv6 transition addresses are judged by the IPv4 address they reach.
+        ("2002:a9fe:a9fe::1", "cloud metadata"),  # 6to4 of 169.254.169.254
+        ("2002:0a00:0001::", "private"),  # 6to4 of 10.0.0.1
+        ("2002:7f00:0001::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo, client 10.0.0.1
+        ("2001:0:0a00:0001:8000:63bf:f7f7:f7f7", "private"),  # Teredo, server 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64 of 169.254.169.254
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("64:ff9b:1::c0a8:101", "private"),  # local-use NAT64 of 192.168.1.1
+        ("2001:db8::1", "documentation"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("ff02::1", "multicast"),
         ("0.0.0.0", "unspecified"),
         ("224.0.0.1", "multicast"),
         ("::1", "loopback"),
@@ -237,6 +262,13 @@ def test_guard_refuses_non_public_addresses_without_connecting(ip: str, reason: 
 def test_guard_allows_public_addresses_and_listed_exceptions() -> None:
     public = ipaddress.ip_address("93.184.216.34")
     assert decide("example.com", 443, public, AllowList.parse("")) is None
+    for reaches_public in (
+        "2606:2800:220:1::",  # plain public IPv6
+        "2002:5db8:d822::1",  # 6to4 of 93.184.216.34
+        "64:ff9b::5db8:d822",  # NAT64 of 93.184.216.34
+        "2001:0:4136:e378:8000:63bf:a247:27dd",  # Teredo: both ends public
+    ):
+        assert decide("x", 443, ipaddress.ip_address(reaches_public), AllowList.parse("")) is None
     allow = AllowList.parse("10.0.0.0/8, internal.example, db.example:8443, [::1]:9000")
     assert decide("x", 80, ipaddress.ip_address("10.9.9.9"), allow) is None
     assert decide("internal.example", 80, ipaddress.ip_address("192.168.0.5"), allow) is None

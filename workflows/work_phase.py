@@ -25,6 +25,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.slot_ids import slots_id
 
 
+STEP_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+
+
 class StepFailed(Exception):
     """A step ended in failure inside workflow code (a timer or a wait, not an activity)."""
 
@@ -117,12 +120,15 @@ class WorkPhase(PaymentPhase):
         """Run every step; returns why it failed (for the organization, and in words safe
         for the payer), or None after recording success."""
         definition = self._input.definition
+        definition_id = self._input.public_workflow_id
         request = self._input.request
         context: dict[str, Any] = {
             "request": request.requestPayload or {},
             "metadata": request.clientSafeMetadata or {},
             "steps": {},
             "callbacks": {k: v.model_dump() for k, v in self._callbacks.items()},
+            # ``attempt`` is added by the activity: it is the attempt of each step's activity.
+            "execution": {"id": self._input.execution_id, "workflowId": definition_id},
         }
         self._set(status=Status.RUNNING, startedAt=workflow.now())
         for step in definition.steps:
@@ -167,6 +173,8 @@ class WorkPhase(PaymentPhase):
             StepActivities.run_step,
             StepRequest(step=step, context=context),
             start_to_close_timeout=timedelta(seconds=step.timeout),
+            # A worker that dies mid-step is noticed in seconds (the activity heartbeats).
+            heartbeat_timeout=STEP_HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(
                 maximum_attempts=step.retry.maxAttempts,
                 initial_interval=timedelta(seconds=step.retry.initialIntervalSeconds),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +43,47 @@ def _render(template: str, context: dict[str, Any]) -> str:
     return _TEMPLATE.sub(value, template)
 
 
+class _Decoder:
+    """Decodes ``Content-Encoding`` ourselves, never producing more than asked for: httpx
+    would inflate a whole chunk at once, so a small compressed chunk (a "zip bomb") could
+    expand far past any cap before it was counted."""
+
+    def __init__(self, encoding: str) -> None:
+        self._zlib: zlib._Decompress | None = None
+        if encoding in {"gzip", "x-gzip"}:
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+        elif encoding not in {"", "identity"}:
+            raise _final(f"unsupported Content-Encoding {encoding!r}", "UnsupportedEncoding")
+        self._pending = b""
+
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        """Decoded bytes of ``chunk`` (plus what is still buffered), at most ``room`` + 1."""
+        if self._zlib is None:
+            return chunk
+        self._pending += chunk
+        out = self._zlib.decompress(self._pending, room + 1)
+        self._pending = self._zlib.unconsumed_tail
+        return out
+
+
+async def read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
+    """The response body, decoded; refused as soon as either the bytes on the wire or the
+    decoded bytes pass ``limit``."""
+    decoder = _Decoder(response.headers.get("content-encoding", "").strip().lower())
+    data, wire = bytearray(), 0
+    too_large = _final(f"response from {url} exceeds {limit} bytes", "ResponseTooLarge")
+    async for chunk in response.aiter_raw():
+        wire += len(chunk)
+        if wire > limit:
+            raise too_large
+        data += decoder.feed(chunk, limit - len(data))
+        if len(data) > limit:
+            raise too_large
+    return bytes(data)
+
+
 def _final(message: str, kind: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
@@ -72,6 +114,13 @@ async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise _final(f"url must be an http(s) URL, got {str(url)[:200]!r}", "BadURL")
     headers = {name: _header_value(v, context, env) for name, v in step.headers.items()}
+    given = {name.lower() for name in headers}
+    if "accept-encoding" not in given:
+        headers["Accept-Encoding"] = "identity"
+    if "idempotency-key" not in given:
+        # The same on every attempt: an upstream can tell a retry after a crash from new work.
+        execution = context.get("execution") or {}
+        headers["Idempotency-Key"] = f"{execution.get('id', '')}:{step.id}"
     body = evaluate(step.body, context) if step.body is not None else None
     timeout = httpx.Timeout(step.timeoutSeconds, connect=min(step.timeoutSeconds, 10.0))
     try:
@@ -82,14 +131,7 @@ async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment
             timeout=timeout,
             json=body if step.body is not None else None,
         ) as response:
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > step.maxResponseBytes:
-                    raise _final(
-                        f"response from {url} exceeds {step.maxResponseBytes} bytes",
-                        "ResponseTooLarge",
-                    )
+            data = await read_capped(response, step.maxResponseBytes, url)
     except AddressRefused as exc:
         raise _final(f"refused: {exc}", "AddressRefused") from None
     except httpx.TooManyRedirects:

@@ -1,0 +1,114 @@
+"""Hostile input: bounded reads, bounded nesting, bounded decompression."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from tests.helpers import Tenant, create, wait_status
+from tests.history_text import decoded_history
+from tests.test_steps import Target, allowed, http_flow, run  # noqa: F401 - fixture
+
+MB = 1024 * 1024
+
+
+async def test_a_50_mb_checkout_post_is_refused_without_reading_it(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    execution = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
+    sent = 0
+
+    async def fifty_megabytes() -> AsyncIterator[bytes]:
+        nonlocal sent
+        chunk = b"csrf=" + b"a" * (64 * 1024 - 5)
+        while sent < 50 * MB:
+            sent += len(chunk)
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        response = await http.post(
+            f"/checkout/{execution['checkoutSessionId']}/pay",
+            content=fifty_megabytes(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 400 <= response.status_code < 500
+    assert sent < 1 * MB, f"the server read {sent} bytes of it"
+    assert peak < 5 * MB, f"memory peaked at {peak} bytes"
+    still = await wait_status(http, execution["id"], tenant.auth, "awaiting_payment")
+    assert still["paymentStatus"] == "pending"
+
+
+async def test_deeply_nested_json_is_400_naming_the_body(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    url = f"/v1/public/workflows/{tenant.free_wf}/executions"
+    response = await http.post(url, content=deep, headers=tenant.auth)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "body"
+    nested: Any = {}
+    for _ in range(100):
+        nested = {"a": nested}
+    body = {"sourceSystem": "s", "sourceEntityType": "t", "requestPayload": nested}
+    too_deep = await http.post(url, json=body, headers=tenant.auth)
+    assert too_deep.status_code == 400
+    assert [e["field"] for e in too_deep.json()["errors"]] == ["requestPayload"]
+    callback = await http.post(
+        "/v1/public/executions/exe_x/callbacks/s",
+        content=deep,
+        headers={"Authorization": "Bearer cb_x"},
+    )
+    assert callback.status_code == 400 and callback.json()["errors"][0]["field"] == "body"
+    assert tenant.orders() == 0
+
+
+async def test_compressed_bomb_is_refused_and_small_gzip_is_read(
+    http: httpx.AsyncClient,
+    tenant: Tenant,
+    allowed: tuple[Target, str],  # noqa: F811
+) -> None:
+    target, base = allowed
+    bomb = await run(http, tenant, http_flow(base + "/bomb"), "workflow_failed")
+    assert "exceeds 1048576 bytes" in bomb["statusReason"], bomb["statusReason"]
+    assert target.headers[-1]["accept-encoding"] == "identity"
+    small = await run(http, tenant, http_flow(base + "/gzipped"), "workflow_succeeded")
+    assert small["responsePayload"]["body"] == {"z": "0" * 1000}
+
+
+async def test_every_http_request_carries_the_steps_idempotency_key(
+    http: httpx.AsyncClient,
+    client: Client,
+    tenant: Tenant,
+    allowed: tuple[Target, str],  # noqa: F811
+) -> None:
+    target, base = allowed
+    before = len(target.headers)
+    flow = http_flow(
+        base + "/flaky",
+        headers={"X-Attempt": {"expr": "to_string(execution.attempt)"}},
+    )
+    flow["steps"].append(
+        {
+            "id": "own",
+            "kind": "http",
+            "url": base + "/json",
+            "headers": {"Idempotency-Key": "mine", "X-Execution": {"expr": "execution.id"}},
+        }
+    )
+    done = await run(http, tenant, flow, "workflow_succeeded")
+    seen = target.headers[before:]
+    flaky = [h for h in seen if h.get("x-attempt")]
+    assert [h["idempotency-key"] for h in flaky] == [f"{done['id']}:call"] * 3
+    assert [h["x-attempt"] for h in flaky] == ["1", "2", "3"]
+    [own] = [h for h in seen if h.get("x-execution")]
+    assert own["idempotency-key"] == "mine" and own["x-execution"] == done["id"]
+    assert json.dumps(done["workflowId"]) in await decoded_history(client, done["id"])
