@@ -19,11 +19,18 @@ from activities.local_provider import LocalPaymentProvider
 from api import checkout_page, routes, tracking_routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
-from api.errors import ApiError, FaultMiddleware, envelope, handle_api_error
+from api.errors import (
+    ApiError,
+    FaultMiddleware,
+    FieldError,
+    envelope,
+    error_response,
+    handle_api_error,
+)
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.service import ExecutionService
+from api.service import ExecutionService, QueryRejected
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
 from tollway.settings import Settings, get_settings
@@ -67,6 +74,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         envelope(exc.status_code, str(exc.detail), error=_REASONS.get(exc.status_code, "error")),
         status_code=exc.status_code,
         headers=exc.headers,
+    )
+
+
+async def _query_rejected(request: Request, exc: Exception) -> JSONResponse:
+    """Temporal refused a value that came from the caller (INVALID_ARGUMENT): a 400."""
+    return error_response(
+        ApiError(
+            400,
+            "validation_error",
+            "Temporal refused a value of this request.",
+            [FieldError("path", str(exc) or "invalid value")],
+        ),
+        getattr(request.state, "response_headers", None),
     )
 
 
@@ -133,6 +153,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,
+            QueryRejected: _query_rejected,
         },
         lifespan=lifespan,
     )

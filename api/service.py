@@ -130,6 +130,10 @@ def _settle(view: ExecutionView, found: Settlement | None) -> ExecutionView:
     return settled(view, found.order_refunded, found.late_refunds)
 
 
+class QueryRejected(Exception):
+    """Temporal answered INVALID_ARGUMENT to a value that came from the caller."""
+
+
 class ExecutionNotRunning(Exception):
     """Temporal answered NOT_FOUND: the execution is closed, or was never started."""
 
@@ -149,6 +153,8 @@ async def temporal_call(deadline: float) -> AsyncIterator[None]:
             raise TemporalUnavailable from None
         if err.status == RPCStatusCode.NOT_FOUND:
             raise ExecutionNotRunning from None
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise QueryRejected(err.message) from None
         raise
 
 
@@ -400,8 +406,8 @@ class ExecutionService:
         try:
             return await handle.query(ExecutionWorkflow.view, rpc_timeout=self._query_timeout)
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return None
+            if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
+                return None  # no such execution (an id Temporal cannot even take is none)
             if err.status not in _UNAVAILABLE and err.status != RPCStatusCode.FAILED_PRECONDITION:
                 raise
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError, RPCTimeoutOrCancelledError):
@@ -414,7 +420,7 @@ class ExecutionService:
         try:
             desc = await handle.describe()
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
+            if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
                 return None
             raise
         if desc.status == WorkflowExecutionStatus.COMPLETED:

@@ -4,16 +4,16 @@ Server-Sent Events stream of one execution."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from api.cursors import BadCursor, CursorSigner
 from api.errors import ApiError, FieldError, bad_request, not_found
 from api.routes import _authenticate, _deps, _ok, _reader, _view_or_unavailable
-from api.service import TemporalUnavailable
+from api.service import QueryRejected, TemporalUnavailable
 from workflows.models import ExecutionView, Status
 
 EVENT_POLL_SECONDS = 0.5
@@ -75,22 +75,34 @@ async def list_executions(request: Request) -> JSONResponse:
     limit = int(limit_text) if limit_text.isdigit() else 0
     if not 1 <= limit <= 100:
         errors.append(FieldError("limit", "must be an integer from 1 to 100"))
+    filters = {k: params[k] for k in ("status", "sourceSystem", "externalRef") if params.get(k)}
+    signer = CursorSigner(deps.client_token_secret)
     cursor: bytes | None = None
     if params.get("cursor"):
         try:
-            cursor = base64.urlsafe_b64decode(params["cursor"] + "=" * (-len(params["cursor"]) % 4))
-        except ValueError:
-            errors.append(FieldError("cursor", "is not a cursor this API returned"))
+            cursor = signer.open(params["cursor"], principal.organization_id, workflow_id, filters)
+        except BadCursor:
+            errors.append(
+                FieldError("cursor", "is not a cursor this API returned for these filters")
+            )
     if errors:
         raise bad_request("Query parameters are invalid.", errors)
-    filters = {k: params[k] for k in ("status", "sourceSystem", "externalRef") if params.get(k)}
     try:
         items, next_token = await deps.service.list_executions(
             principal.organization_id, workflow_id, filters, limit, cursor
         )
     except TemporalUnavailable:
         raise ApiError(503, "temporal_unavailable", "Temporal did not answer in time.") from None
-    next_cursor = base64.urlsafe_b64encode(next_token).decode().rstrip("=") if next_token else None
+    except QueryRejected as rejected:
+        raise bad_request(
+            "Temporal refused the query these parameters make.",
+            [FieldError("query", str(rejected))],
+        ) from None
+    next_cursor = (
+        signer.issue(next_token, principal.organization_id, workflow_id, filters)
+        if next_token
+        else None
+    )
     return _ok(
         {"executions": items, "nextCursor": next_cursor, "hasMore": next_cursor is not None},
         request.state.response_headers,

@@ -112,3 +112,36 @@ async def test_every_http_request_carries_the_steps_idempotency_key(
     [own] = [h for h in seen if h.get("x-execution")]
     assert own["idempotency-key"] == "mine" and own["x-execution"] == done["id"]
     assert json.dumps(done["workflowId"]) in await decoded_history(client, done["id"])
+
+
+async def test_tampered_foreign_and_garbage_cursors_are_400(
+    http: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    from tests.helpers import eventually
+
+    for _ in range(3):
+        await create(http, tenant, tenant.free_wf, sourceSystem="crm")
+    url = f"/v1/public/workflows/{tenant.free_wf}/executions"
+    first = await eventually(
+        lambda: http.get(url, params={"limit": 2, "sourceSystem": "crm"}, headers=tenant.auth),
+        lambda r: r.json()["data"]["hasMore"],
+    )
+    cursor = first.json()["data"]["nextCursor"]
+    token, _, mac = cursor.partition(".")
+    ok = await http.get(
+        url, params={"limit": 2, "sourceSystem": "crm", "cursor": cursor}, headers=tenant.auth
+    )
+    assert ok.status_code == 200 and ok.json()["data"]["executions"]
+    flipped = ("A" if token[5] != "A" else "B").join((token[:5], token[6:]))
+    cases = {
+        "tampered token": ({"sourceSystem": "crm", "cursor": f"{flipped}.{mac}"}, tenant),
+        "other filters": ({"sourceSystem": "erp", "cursor": cursor}, tenant),
+        "no filters": ({"cursor": cursor}, tenant),
+        "another organization": ({"sourceSystem": "crm", "cursor": cursor}, other_tenant),
+        "garbage": ({"cursor": "%%%not-base64"}, tenant),
+        "raw page token": ({"sourceSystem": "crm", "cursor": token}, tenant),
+    }
+    for case, (params, who) in cases.items():
+        response = await http.get(url, params={"limit": 2, **params}, headers=who.auth)
+        assert response.status_code == 400, (case, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == ["cursor"], case
