@@ -145,3 +145,52 @@ async def test_tampered_foreign_and_garbage_cursors_are_400(
         response = await http.get(url, params={"limit": 2, **params}, headers=who.auth)
         assert response.status_code == 400, (case, response.text)
         assert [e["field"] for e in response.json()["errors"]] == ["cursor"], case
+
+
+def test_expressions_that_would_run_long_or_build_too_much_are_stopped() -> None:
+    import pytest
+    from temporalio.exceptions import ApplicationError
+
+    from activities.steps.expressions import evaluate
+
+    def refused(expression: str, context: Any) -> str:
+        with pytest.raises(ApplicationError) as caught:
+            evaluate(expression, context)
+        assert caught.value.non_retryable and caught.value.type == "ExpressionBudget"
+        return str(caught.value)
+
+    # Each stage doubles what JSON would repeat: 2^40 leaves, refused without expanding them.
+    assert "result over" in refused(" | ".join(["[@, @]"] * 40), [1])
+    assert "string over" in refused("to_string([@, @, @, @, @, @, @, @, @, @, @, @])", "x" * 99_000)
+    long_strings = {"s": "y" * 200_000}
+    assert "string over" in refused("join('', [s, s, s, s, s, s])", long_strings)
+    slow = (
+        "sort_by(@, &join('', [to_string(@), to_string(@)]))"
+        "[*].join('-', [to_string(@), to_string(@), to_string(@)])"
+    )
+    assert "ran longer than" in refused(slow, list(range(90_000)))
+    assert evaluate("join(' ', ['hello', name])", {"name": "Ada"}) == "hello Ada"
+
+
+async def test_a_transform_building_too_much_fails_the_step_clearly(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    from tests.helpers import GREETING
+
+    wf = tenant.workflow(
+        {
+            **GREETING,
+            "steps": [
+                {
+                    "id": "blow",
+                    "kind": "transform",
+                    "expression": "join('', [request.s, request.s, request.s, request.s, "
+                    "request.s, request.s, request.s, request.s, request.s, request.s])",
+                }
+            ],
+        }
+    )
+    response = await create(http, tenant, wf, requestPayload={"s": "z" * 200_000})
+    eid = response.json()["data"]["execution"]["id"]
+    done = await wait_status(http, eid, tenant.auth, "workflow_failed")
+    assert done["statusReason"].startswith("step 'blow' failed: expression stopped: it built")

@@ -14,12 +14,13 @@ import zlib
 from datetime import timedelta
 from typing import Any
 
+import anyio.to_thread
 import httpx
 from temporalio.exceptions import ApplicationError
 
 from activities.steps import StepEnvironment, register
+from activities.steps.expressions import evaluate
 from activities.steps.ssrf import AddressRefused, AllowList, GuardedBackend
-from activities.steps.transform import evaluate
 from tollway.definitions import ExprRef, HttpStep, SecretRef
 
 _TEMPLATE = re.compile(r"\{\{\s*(.+?)\s*\}\}")
@@ -102,10 +103,9 @@ def _header_value(
     return _render(value, context)
 
 
-@register("http")
-async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment) -> Any:
-    if env.http is None:
-        raise _final("the worker has no HTTP client configured", "Misconfigured")
+def _prepare(
+    step: HttpStep, context: dict[str, Any], env: StepEnvironment
+) -> tuple[str, dict[str, str], Any]:
     url = (
         evaluate(step.url.expr, context)
         if isinstance(step.url, ExprRef)
@@ -122,6 +122,15 @@ async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment
         execution = context.get("execution") or {}
         headers["Idempotency-Key"] = f"{execution.get('id', '')}:{step.id}"
     body = evaluate(step.body, context) if step.body is not None else None
+    return url, headers, body
+
+
+@register("http")
+async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment) -> Any:
+    if env.http is None:
+        raise _final("the worker has no HTTP client configured", "Misconfigured")
+    # Expressions are evaluated in a worker thread (within their budget), off the event loop.
+    url, headers, body = await anyio.to_thread.run_sync(_prepare, step, context, env)
     timeout = httpx.Timeout(step.timeoutSeconds, connect=min(step.timeoutSeconds, 10.0))
     try:
         async with env.http.stream(

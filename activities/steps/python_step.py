@@ -12,7 +12,7 @@ import anyio.to_thread
 from temporalio.exceptions import ApplicationError
 
 from activities.steps import StepEnvironment, register
-from activities.steps.transform import evaluate
+from activities.steps.expressions import evaluate_off_loop
 from tollway.definitions import PythonStep
 
 
@@ -25,7 +25,7 @@ async def run_python(step: PythonStep, context: dict[str, Any], env: StepEnviron
             type="UnknownActivity",
             non_retryable=True,
         )
-    argument = evaluate(step.input, context) if step.input is not None else None
+    argument = await evaluate_off_loop(step.input, context) if step.input is not None else None
     if inspect.iscoroutinefunction(function):
         return await function(argument)
     return await anyio.to_thread.run_sync(function, argument)

@@ -1,27 +1,17 @@
-"""``transform``: evaluate a JMESPath expression over the execution context."""
+"""``transform``: evaluate a JMESPath expression over the execution context (within the
+budget of :mod:`activities.steps.expressions`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import jmespath
-from jmespath.exceptions import JMESPathError
-from temporalio.exceptions import ApplicationError
-
 from activities.steps import StepEnvironment, register
+from activities.steps.expressions import evaluate, evaluate_off_loop
 from tollway.definitions import TransformStep
 
-
-def evaluate(expression: str, context: dict[str, Any]) -> Any:
-    try:
-        return jmespath.search(expression, context)
-    except JMESPathError as exc:
-        # Deterministic: the same expression over the same context fails the same way.
-        raise ApplicationError(
-            f"transform error: {exc}", type="TransformError", non_retryable=True
-        ) from None
+__all__ = ["evaluate", "run_transform"]
 
 
 @register("transform")
 async def run_transform(step: TransformStep, context: dict[str, Any], env: StepEnvironment) -> Any:
-    return evaluate(step.expression, context)
+    return await evaluate_off_loop(step.expression, context)
