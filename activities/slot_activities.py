@@ -9,6 +9,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import SlotRequest
+from workflows.policies import WORKFLOW_TASK_TIMEOUT
 
 
 class SlotActivities:
@@ -25,6 +26,7 @@ class SlotActivities:
             SlotsWorkflow.run,
             SlotState(limit=request.limit),
             id=slots_id(request.public_workflow_id),
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="acquire",

@@ -31,6 +31,7 @@ from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.service import ExecutionService, QueryRejected
+from api.streams import StreamSlots
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
 from tollway.settings import Settings, get_settings
@@ -65,6 +66,9 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
             livemode=settings.payment_provider == "stripe" and settings.stripe_livemode,
         ),
         local_provider=LocalPaymentProvider(engine, settings.public_base_url),
+        streams=StreamSlots(
+            settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
+        ),
     )
 
 

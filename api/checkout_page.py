@@ -90,8 +90,21 @@ async def _order(deps: Deps, session_id: str) -> Order | None:
     return order if order is not None and order.provider == "local" else None
 
 
+async def _limited(request: Request, deps: Deps) -> Response | None:
+    """The checkout takes no token: limited per client address (an HTML 429 when spent)."""
+    try:
+        await deps.limit_address(request, deps.settings.checkout_rate_limit, "checkout")
+    except ApiError as exc:
+        page = _page("Too many requests", f"<p>{escape(exc.message)}</p>", 429)
+        page.headers.update(exc.headers)
+        return page
+    return None
+
+
 async def show(request: Request) -> Response:
     deps: Deps = request.app.state.deps
+    if (refused := await _limited(request, deps)) is not None:
+        return refused
     session_id = request.path_params["session_id"]
     order = await _order(deps, session_id)
     if order is None:
@@ -152,6 +165,8 @@ def _origin(url: str) -> str:
 
 async def act(request: Request) -> Response:
     deps: Deps = request.app.state.deps
+    if (refused := await _limited(request, deps)) is not None:
+        return refused
     session_id, action = request.path_params["session_id"], request.path_params["action"]
     if action not in {"pay", "cancel"}:
         return _page("Not found", "<p>Unknown action.</p>", 404)

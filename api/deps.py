@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
+from starlette.requests import Request
 
 from activities.local_provider import LocalPaymentProvider
 from api.auth import TokenResolver
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.service import ExecutionService
+from api.streams import StreamSlots
 from tollway.admin import WorkflowRecord, find_workflow
 from tollway.ledger import OrderLedger
 from tollway.settings import Settings, secret_value
@@ -40,6 +42,12 @@ class WorkflowCatalog:
         return record
 
 
+def client_address(request: Request) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --proxy-headers and
+    --forwarded-allow-ips so that this is the client's, not the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -51,6 +59,11 @@ class Deps:
     ledger: OrderLedger
     payments: PaymentEventProcessor
     local_provider: LocalPaymentProvider
+    streams: StreamSlots
+
+    async def limit_address(self, request: Request, rate: str, scope: str) -> dict[str, str]:
+        """Count a request from this client address against ``rate`` (429 when spent)."""
+        return await self.rate_limiter.hit(client_address(request), rate, scope, "this address")
 
     @property
     def client_token_secret(self) -> str:

@@ -40,6 +40,7 @@ from tollway.tables import Order, PaymentEvent
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
 from workflows.models import PaymentEventKind, PaymentNotice, RefundRequest
+from workflows.policies import WORKFLOW_TASK_TIMEOUT
 
 TOLERANCE_SECONDS = 300
 log = structlog.get_logger("tollway.payments")
@@ -205,6 +206,7 @@ class PaymentEventProcessor:
                 LatePaymentRefundWorkflow.run,
                 request,
                 id=late_refund_id(request),
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             )

@@ -34,7 +34,9 @@ def _deps(request: Request) -> Deps:
 async def _authenticate(request: Request, scope: str) -> Principal:
     deps = _deps(request)
     principal = await deps.tokens.require(request)
-    request.state.response_headers = deps.rate_limiter.hit(principal.token_id, principal.rate_limit)
+    request.state.response_headers = await deps.rate_limiter.hit(
+        principal.token_id, principal.rate_limit
+    )
     if scope not in principal.scopes:
         raise forbidden(f"This API token lacks the {scope!r} scope.")
     return principal
@@ -120,7 +122,12 @@ async def _reader(request: Request, execution_id: str) -> tuple[Shape, dict[str,
             )
         if opens != execution_id:
             raise not_found(f"Execution {execution_id!r} does not exist.")
-        return client_view, {}
+        # Per execution, so handing out more client tokens (replays) buys no more reads.
+        headers = await deps.rate_limiter.hit(
+            execution_id, deps.settings.client_rate_limit, "client", "this execution's client"
+        )
+        request.state.response_headers = headers
+        return client_view, headers
     principal = await _authenticate(request, "executions:read")
 
     def owned(view: ExecutionView) -> dict[str, Any]:
@@ -185,6 +192,9 @@ _CALLBACK_REFUSALS = {
 async def receive_callback(request: Request) -> JSONResponse:
     deps = _deps(request)
     execution_id, step_id = request.path_params["executionId"], request.path_params["stepId"]
+    request.state.response_headers = await deps.rate_limiter.hit(
+        execution_id, deps.settings.callback_rate_limit, "callback", "this execution's callbacks"
+    )
     token = bearer_token(request)
     if token is None:
         raise ApiError(
@@ -210,4 +220,4 @@ async def receive_callback(request: Request) -> JSONResponse:
         raise ApiError(status, error, message, headers=headers) from None
     except TemporalUnavailable:
         raise ApiError(503, "temporal_unavailable", "Not delivered; retry the callback.") from None
-    return _ok({"received": True}, {})
+    return _ok({"received": True}, request.state.response_headers)

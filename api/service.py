@@ -55,7 +55,7 @@ from workflows.models import (
     settlement_note,
     with_note,
 )
-from workflows.policies import initial_state, initial_statuses
+from workflows.policies import WORKFLOW_TASK_TIMEOUT, initial_state, initial_statuses
 
 
 class IdempotencyKeyReused(Exception):
@@ -213,6 +213,7 @@ class ExecutionService:
             ExecutionWorkflow.run,
             inp,
             id=eid,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -4,13 +4,18 @@ Server-Sent Events stream of one execution."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from api.auth import bearer_token
 from api.cursors import BadCursor, CursorSigner
+from api.deps import client_address
 from api.errors import ApiError, FieldError, bad_request, not_found
 from api.routes import _authenticate, _deps, _ok, _reader, _view_or_unavailable
 from api.service import QueryRejected, TemporalUnavailable
@@ -20,16 +25,27 @@ EVENT_POLL_SECONDS = 0.5
 
 
 async def stream_events(request: Request) -> Response:
-    """Server-Sent Events: one ``execution`` event per change, until the execution ends."""
+    """Server-Sent Events: one ``execution`` event per change, until the execution ends.
+
+    Keep-alive comments while nothing changes; after ``TOLLWAY_SSE_MAX_SECONDS`` a
+    ``reconnect`` event ends the stream (the client reconnects, with ``Last-Event-ID``).
+    Concurrent streams are capped per token and per client address. A client that goes away
+    cancels the stream and its polling at once (Starlette watches for the disconnect)."""
     deps = _deps(request)
+    settings = deps.settings
     execution_id = request.path_params["executionId"]
     shape, headers = await _reader(request, execution_id)
     first = await _view_or_unavailable(deps, execution_id)
     if first is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
     shape(first)  # authorization before the stream starts
+    presented = bearer_token(request) or request.query_params.get("client_token") or ""
+    token_key = hashlib.sha256(presented.encode()).hexdigest()
+    release = deps.streams.take(token_key, client_address(request))  # 429 when capped
 
     async def events() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + settings.sse_max_seconds
         view: ExecutionView | None = first
         last_sent = None
         quiet = 0.0
@@ -41,9 +57,12 @@ async def stream_events(request: Request) -> Response:
                 quiet = 0.0
                 if view.status.terminal:
                     return
-            elif quiet >= 15:
+            elif quiet >= settings.sse_keepalive_seconds:
                 yield ": keep-alive\n\n"
                 quiet = 0.0
+            if loop.time() >= ends_at:
+                yield 'retry: 1000\nevent: reconnect\ndata: {"reason":"max_lifetime"}\n\n'
+                return
             await asyncio.sleep(EVENT_POLL_SECONDS)
             quiet += EVENT_POLL_SECONDS
             try:
@@ -51,11 +70,26 @@ async def stream_events(request: Request) -> Response:
             except TemporalUnavailable:
                 continue
 
-    return StreamingResponse(
+    return _HeldStream(
+        release,
         events(),
         media_type="text/event-stream",
         headers={**headers, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+class _HeldStream(StreamingResponse):
+    """A stream that gives its slot back however it ends (even before its first byte)."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def list_executions(request: Request) -> JSONResponse:

@@ -17,6 +17,9 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 async def receive_payment_event(request: Request) -> JSONResponse:
     deps: Deps = request.app.state.deps
+    request.state.response_headers = await deps.limit_address(
+        request, deps.settings.webhook_rate_limit, "webhook"
+    )
     provider = request.path_params["provider"]
     if provider != deps.settings.payment_provider:
         raise not_found(f"No webhook for provider {provider!r} here.")
@@ -37,4 +40,7 @@ async def receive_payment_event(request: Request) -> JSONResponse:
         raise ApiError(
             503, "temporal_unavailable", "The event could not be delivered now; retry later."
         ) from None
-    return JSONResponse(envelope(200, "success", {"received": True, "outcome": outcome}))
+    return JSONResponse(
+        envelope(200, "success", {"received": True, "outcome": outcome}),
+        headers=request.state.response_headers,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio  # noqa: F401 - imported lazily by the API; early, for the worker's sandbox
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 from temporalio.client import Client
@@ -121,6 +122,11 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "request_deadline_seconds": 15.0,
         "query_timeout_seconds": 2.0,
         "client_token_secret": CLIENT_TOKEN_SECRET,
+        # Tests poll hard; the limit tests build apps with small limits of their own.
+        "client_rate_limit": "10000/second",
+        "callback_rate_limit": "10000/second",
+        "checkout_rate_limit": "10000/second",
+        "webhook_rate_limit": "10000/second",
         # Two secrets, as during a rotation: both must verify.
         "local_webhook_secret": f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
         # Test servers listen on 127.0.0.1; every other address stays refused, so the

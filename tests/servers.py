@@ -13,12 +13,12 @@ from starlette.types import ASGIApp
 
 
 @contextmanager
-def serve(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
+def serve(app: ASGIApp, host: str = "127.0.0.1", lifespan: str = "off") -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind((host, 0))
         port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="error", lifespan="off")
+        uvicorn.Config(app, host=host, port=port, log_level="error", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -52,10 +52,10 @@ def test_short_secrets_are_refused() -> None:
         Settings.model_validate({"client_token_secret": "short"})
 
 
-def test_rate_limits_work_on_redis_storage() -> None:
+async def test_rate_limits_work_on_redis_storage() -> None:
     limiter = RateLimiter("redis://127.0.0.1:6379/15")
     token = f"tok_{uuid.uuid4().hex}"
-    assert limiter.hit(token, "2/minute")["RateLimit-Remaining"] == "1"
-    limiter.hit(token, "2/minute")
+    assert (await limiter.hit(token, "2/minute"))["RateLimit-Remaining"] == "1"
+    await limiter.hit(token, "2/minute")
     with pytest.raises(Exception, match="Rate limit"):
-        limiter.hit(token, "2/minute")
+        await limiter.hit(token, "2/minute")

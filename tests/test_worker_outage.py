@@ -30,6 +30,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "DATABASE_URL": settings.database_url,
         "TOLLWAY_TASK_QUEUE": settings.task_queue,
+        "TOLLWAY_HTTP_ALLOW": settings.http_allow,
     }
     proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stderr=subprocess.PIPE)
     try:

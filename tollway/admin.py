@@ -7,7 +7,6 @@ Used by the admin CLI and the dev stack's demo seed; the API only reads through
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -16,12 +15,12 @@ from sqlmodel import Session, col, select
 
 from tollway.definitions import WorkflowDefinition
 from tollway.ids import new_id
+from tollway.settings import RATE
 from tollway.tables import ApiToken, Organization, PublicWorkflow, WorkflowVersion, utcnow
 
 TOKEN_PREFIX = "tw_"
 DEFAULT_SCOPES = ("executions:create", "executions:read")
 KNOWN_SCOPES = frozenset(DEFAULT_SCOPES)
-_RATE_LIMIT = re.compile(r"^([1-9][0-9]{0,6})/(second|minute|hour)$")
 
 
 class AdminError(ValueError):
@@ -33,7 +32,7 @@ def hash_token(token: str) -> str:
 
 
 def validate_rate_limit(value: str) -> str:
-    if not _RATE_LIMIT.match(value):
+    if not RATE.match(value):
         raise AdminError(f"rate limit {value!r} must look like N/second, N/minute or N/hour")
     return value
 

@@ -10,15 +10,24 @@ hands them to its children; every other process that needs one refuses to start 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
 MIN_SECRET_LENGTH = 16
+RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour)$")
 
 Process = Literal["api", "worker"]
 
@@ -55,7 +64,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     request_deadline_seconds: float = Field(default=10.0, gt=0)
     query_timeout_seconds: float = Field(default=2.0, gt=0)
-    default_rate_limit: str = "100/second"
+    default_rate_limit: str = "100/second"  # per API token unless the token sets its own
+    # Rate limits of the routes that take no API token (N/second, N/minute or N/hour).
+    client_rate_limit: str = "20/second"  # client-token reads and streams, per execution
+    callback_rate_limit: str = "10/second"  # step callbacks, per execution
+    checkout_rate_limit: str = "60/minute"  # the local checkout page, per client address
+    webhook_rate_limit: str = "100/second"  # payment webhooks, per client address
+    # Server-Sent Events: concurrent streams per token and per address, lifetime, keep-alive.
+    sse_max_streams_per_token: int = Field(default=5, gt=0)
+    sse_max_streams_per_address: int = Field(default=20, gt=0)
+    sse_max_seconds: float = Field(default=300.0, gt=0)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     rate_limit_storage: str = "memory://"
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     http_allow: str = ""  # SSRF guard exceptions: host, host:port or CIDR, comma-separated
@@ -65,6 +84,19 @@ class Settings(BaseSettings):
     dev_temporal_port: int = 7233
     dev_ui_port: int = 8233
     dev_api_port: int = 8000
+
+    @field_validator(
+        "default_rate_limit",
+        "client_rate_limit",
+        "callback_rate_limit",
+        "checkout_rate_limit",
+        "webhook_rate_limit",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not RATE.match(value):
+            raise ValueError(f"{value!r} must look like N/second, N/minute or N/hour")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

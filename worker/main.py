@@ -30,6 +30,7 @@ from tollway.settings import Settings, SettingsError, settings_for
 from tollway.temporal import connect
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
+from workflows.policies import STICKY_SCHEDULE_TO_START
 from workflows.slots import SlotsWorkflow
 
 log = structlog.get_logger("tollway.worker")
@@ -78,6 +79,7 @@ def build_worker(
             slots.ended,
         ],
         activity_executor=executor,
+        sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
     )
 
 

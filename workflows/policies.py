@@ -17,6 +17,12 @@ with workflow.unsafe.imports_passed_through():
     )
 
 CALL_TIMEOUT = timedelta(seconds=30)
+# A workflow task held by a worker that dies is handed to another worker only after this
+# (Temporal's default is 10 s, as long as the API's request deadline: every crash would cost
+# callers a 503). Short, but far above what a task takes here (milliseconds).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
+# The same for tasks queued to a dead worker's sticky queue (the SDK's default is 10 s).
+STICKY_SCHEDULE_TO_START = timedelta(seconds=3)
 CHECKOUT_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
 # Money must move eventually: refunds and ledger writes retry until they succeed, visible to
 # operators in the Temporal UI as a retrying activity if a provider keeps refusing.
