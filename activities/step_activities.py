@@ -39,6 +39,8 @@ class StepActivities:
         context = {**request.context, "execution": identity}
         beating = asyncio.create_task(_heartbeat_until_cancelled())
         try:
-            return StepResult(output=await runner(request.step, context, self._env))
+            return StepResult(
+                output=await runner(request.step, context, self._env, request.organization_id)
+            )
         finally:
             beating.cancel()

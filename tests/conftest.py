@@ -28,14 +28,15 @@ from api.app import build_deps, create_app
 from tests import step_functions
 from tests.helpers import (
     CLIENT_TOKEN_SECRET,
-    PARTNER_SECRET,
     PREVIOUS_WEBHOOK_SECRET,
+    SECRETS_KEY,
     WEBHOOK_SECRET,
     Tenant,
     make_tenant,
 )
 from tests.money import assert_tenant_money_invariants
 from tollway.db import create_schema, make_engine
+from tollway.org_secrets import SecretStore
 from tollway.settings import Settings
 from tollway.temporal_server import SPEED_FLAGS, temporal_binary
 from worker.main import build_worker
@@ -122,6 +123,7 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "request_deadline_seconds": 15.0,
         "query_timeout_seconds": 2.0,
         "client_token_secret": CLIENT_TOKEN_SECRET,
+        "secrets_key": SECRETS_KEY,
         # Tests poll hard; the limit tests build apps with small limits of their own.
         "client_rate_limit": "10000/second",
         "callback_rate_limit": "10000/second",
@@ -152,7 +154,7 @@ async def worker(
     provider = LocalPaymentProvider(engine, settings.public_base_url)
     step_env = StepEnvironment(
         http=guarded_client(AllowList.parse(settings.http_allow)),
-        secrets={"PARTNER_API_KEY": PARTNER_SECRET},
+        secrets=SecretStore(engine, SECRETS_KEY),
         python={"double": step_functions.double, "explode": step_functions.explode},
     )
     w = build_worker(client, settings.task_queue, provider, engine, executor, step_env)

@@ -38,6 +38,7 @@ PARTNER_SECRET = "partner-secret-value-7f3a9c"
 WEBHOOK_SECRET = "whsec_test_current_0123456789"
 PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
 CLIENT_TOKEN_SECRET = "client-token-secret-for-tests-0123456789"
+SECRETS_KEY = "dGVzdHMtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="  # Fernet: 32 bytes, base64
 
 
 @dataclass
@@ -59,6 +60,11 @@ class Tenant:
 
     def workflow(self, definition: dict[str, Any]) -> str:
         return admin.create_workflow(self.engine, self.org_id, parse_definition(definition)).id
+
+    def secret(self, name: str, value: str, *hosts: str) -> None:
+        from tollway.org_secrets import SecretStore
+
+        SecretStore(self.engine, SECRETS_KEY).set(self.org_id, name, value, list(hosts))
 
     def orders(self) -> int:
         with Session(self.engine) as session:

@@ -10,11 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from tollway import admin
 from tollway.db import create_schema, make_engine
 from tollway.definition_files import load_definition_file
 from tollway.definitions import DefinitionError, WorkflowDefinition
+from tollway.org_secrets import SecretError
 from tollway.settings import SettingsError, get_settings, settings_for
+from tollway.tables import Organization
 
 
 def _out(value: Any, as_json: bool, text: str) -> None:
@@ -78,6 +82,8 @@ def _admin(args: argparse.Namespace) -> int:
         )
     elif what == "reconcile":
         return _reconcile(args, engine)
+    elif what == "secret":
+        return _secret(args, engine)
     elif what == "workflow" and action == "create":
         definition = load_definition_file(Path(args.file))
         wf = admin.create_workflow(engine, args.org, definition)
@@ -111,6 +117,42 @@ def _admin(args: argparse.Namespace) -> int:
         _out(rows, args.json, text or "(none)")
     elif what == "workflow" and action == "schema":
         _out(WorkflowDefinition.model_json_schema(), True, "")
+    return 0
+
+
+def _secret(args: argparse.Namespace, engine: Any) -> int:
+    from tollway.org_secrets import SecretStore
+
+    settings = get_settings()
+    keys = settings.secrets_key.get_secret_value() if settings.secrets_key else ""
+    store = SecretStore(engine, keys)
+    if args.action == "set":
+        with Session(engine) as session:
+            if session.get(Organization, args.org) is None:
+                raise admin.AdminError(f"organization {args.org!r} does not exist")
+        # The value comes from standard input only: never argv (visible to every process
+        # on the machine) or the environment. One trailing newline (from echo) is dropped.
+        value = sys.stdin.read().removesuffix("\n")
+        store.set(args.org, args.name, value, args.allow_host)
+        [row] = [r for r in store.list(args.org) if r.name == args.name]
+        _out(
+            {"name": row.name, "allowHosts": row.allow_hosts},
+            args.json,
+            f"stored secret {row.name} for {args.org}, sent only to {', '.join(row.allow_hosts)}",
+        )
+    elif args.action == "list":
+        rows = [
+            {"organizationId": r.organization_id, "name": r.name, "allowHosts": r.allow_hosts}
+            for r in store.list(args.org)
+        ]
+        text = "\n".join(
+            f"{r['organizationId']}  {r['name']}  {', '.join(r['allowHosts'])}" for r in rows
+        )
+        _out(rows, args.json, text or "(none)")
+    elif args.action == "delete":
+        if not store.delete(args.org, args.name):
+            raise admin.AdminError(f"organization {args.org!r} has no secret {args.name!r}")
+        _out({"name": args.name, "deleted": True}, args.json, f"deleted secret {args.name}")
     return 0
 
 
@@ -182,6 +224,26 @@ def _parser() -> argparse.ArgumentParser:
         "(TOLLWAY_AUTH_CACHE_SECONDS, 5 s by default)",
     ).add_argument("id")
 
+    sec = what.add_parser("secret").add_subparsers(dest="action", required=True)
+    put = action(
+        sec,
+        "set",
+        "store an organization's step secret; its value is read from standard input",
+    )
+    put.add_argument("--org", required=True)
+    put.add_argument("name")
+    put.add_argument(
+        "--allow-host",
+        action="append",
+        required=True,
+        metavar="HOST[:PORT]",
+        help="a host the secret may be sent to (repeat for several)",
+    )
+    action(sec, "list", "list secrets: names and hosts, never values").add_argument("--org")
+    drop = action(sec, "delete", "delete a secret")
+    drop.add_argument("--org", required=True)
+    drop.add_argument("name")
+
     rec = action(
         what,
         "reconcile",
@@ -231,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for path, message in exc.errors:
             sys.stderr.write(f"  {path}: {message}\n")
         code = 2
-    except admin.AdminError as exc:
+    except (admin.AdminError, SecretError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         code = 2
     except SettingsError as exc:

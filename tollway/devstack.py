@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from tollway import admin
 from tollway.db import create_schema, make_engine
 from tollway.definitions import parse_definition
+from tollway.org_secrets import new_key
 from tollway.settings import VAR_DIR, get_settings
 from tollway.temporal import connect
 from tollway.temporal_server import start_dev_command
@@ -35,6 +36,7 @@ SECRETS_FILE = VAR_DIR / "secrets.json"
 DEV_SECRETS = {
     "TOLLWAY_CLIENT_TOKEN_SECRET": "",
     "TOLLWAY_LOCAL_WEBHOOK_SECRET": "whsec_",
+    "TOLLWAY_SECRETS_KEY": "fernet",
 }
 
 FREE_DEMO: dict[str, Any] = {
@@ -69,6 +71,12 @@ def _port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _generate(prefix: str) -> str:
+    if prefix == "fernet":
+        return new_key()
+    return prefix + secrets.token_urlsafe(32)
 
 
 def dev_secrets(path: Path = SECRETS_FILE) -> dict[str, str]:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Webhook secrets are comma-separated: during a rotation both old and new verify.
     local_webhook_secret: SecretStr | None = None
     payment_provider: Literal["local", "stripe"] = "local"
+    # Fernet keys for organizations' step secrets (comma-separated: the first encrypts).
+    secrets_key: SecretStr | None = None
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None  # tests point this at a local stand-in

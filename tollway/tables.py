@@ -128,3 +128,17 @@ class LocalCharge(SQLModel, table=True):
     captured_at: datetime = Field(default_factory=utcnow)
     refund_id: str | None = Field(default=None, max_length=255)
     refunded_at: datetime | None = None
+
+
+class OrgSecret(SQLModel, table=True):
+    """A step secret of one organization: its value encrypted (Fernet), the hosts it may be
+    sent to in clear."""
+
+    __tablename__ = "org_secret"
+
+    organization_id: str = Field(primary_key=True, foreign_key="organization.id", max_length=40)
+    name: str = Field(primary_key=True, max_length=64)
+    ciphertext: str = Field(max_length=20_000)
+    allow_hosts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -19,13 +19,14 @@ from activities.local_provider import LocalPaymentProvider
 from activities.payments import PaymentActivities, PaymentProvider
 from activities.slot_activities import SlotActivities
 from activities.step_activities import StepActivities
-from activities.steps import StepEnvironment, load_python_functions, load_step_secrets
+from activities.steps import StepEnvironment, load_python_functions
 from activities.steps.http import guarded_client
 from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
+from tollway.org_secrets import SecretStore
 from tollway.settings import Settings, SettingsError, settings_for
 from tollway.temporal import connect
 from workflows.execution import ExecutionWorkflow
@@ -44,10 +45,11 @@ def build_provider(settings: Settings, engine: Engine) -> PaymentProvider:
     return LocalPaymentProvider(engine, settings.public_base_url)
 
 
-def build_step_environment(settings: Settings) -> StepEnvironment:
+def build_step_environment(settings: Settings, engine: Engine) -> StepEnvironment:
+    keys = settings.secrets_key.get_secret_value() if settings.secrets_key else ""
     return StepEnvironment(
         http=guarded_client(AllowList.parse(settings.http_allow)),
-        secrets=load_step_secrets(os.environ),
+        secrets=SecretStore(engine, keys) if keys else None,
         python=load_python_functions(settings.python_activities),
     )
 
@@ -95,7 +97,7 @@ async def run_worker(settings: Settings) -> None:
             provider,
             engine,
             executor,
-            build_step_environment(settings),
+            build_step_environment(settings, engine),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -333,6 +333,7 @@ class SlotRequest(_Payload):
 class StepRequest(_Payload):
     step: Step
     context: dict[str, Any]
+    organization_id: str = ""  # whose secrets the step may use
 
 
 class StepResult(_Payload):

@@ -171,7 +171,7 @@ class WorkPhase(PaymentPhase):
             return await self._wait_for_callback(step)
         result = await workflow.execute_activity_method(
             StepActivities.run_step,
-            StepRequest(step=step, context=context),
+            StepRequest(step=step, context=context, organization_id=self._input.organization_id),
             start_to_close_timeout=timedelta(seconds=step.timeout),
             # A worker that dies mid-step is noticed in seconds (the activity heartbeats).
             heartbeat_timeout=STEP_HEARTBEAT_TIMEOUT,

@@ -1,19 +1,25 @@
 """The step-kind registry: one module per kind, each registering a runner for its model.
 
-A runner takes the validated step and the execution context and returns the step's JSON
-output. Runners raise ``temporalio.exceptions.ApplicationError`` with ``non_retryable=True``
-for errors a retry cannot fix.
+A runner takes the validated step, the execution context, the worker's environment and the
+workflow's organization id, and returns the step's JSON output. Runners raise
+``temporalio.exceptions.ApplicationError`` with ``non_retryable=True`` for errors a retry
+cannot fix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from tollway.definitions import StepBase
+from tollway.org_secrets import ResolvedSecret
+
+
+class SecretResolver(Protocol):
+    def resolve(self, organization_id: str, name: str) -> ResolvedSecret | None: ...
 
 
 @dataclass(frozen=True)
@@ -21,11 +27,11 @@ class StepEnvironment:
     """What runners may use besides the step and the context: built once by the worker."""
 
     http: httpx.AsyncClient | None = None
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: SecretResolver | None = None
     python: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
 
-StepRunner = Callable[[Any, dict[str, Any], StepEnvironment], Awaitable[Any]]
+StepRunner = Callable[[Any, dict[str, Any], StepEnvironment, str], Awaitable[Any]]
 
 _RUNNERS: dict[str, StepRunner] = {}
 
@@ -70,19 +76,3 @@ def load_python_functions(spec: str) -> dict[str, Callable[[Any], Any]]:
             raise ValueError(f"{target} is not callable")
         functions[name.strip()] = function
     return functions
-
-
-SECRET_PREFIX = "TOLLWAY_SECRET_"
-
-
-def load_step_secrets(environ: Mapping[str, str]) -> dict[str, str]:
-    """The secrets steps may reference: ``TOLLWAY_SECRET_<NAME>`` is ``{"secret": "<NAME>"}``.
-
-    Only these are visible to definitions, so a published workflow can never read the
-    worker's own configuration (its Stripe key, signing secrets, database URL) and send it
-    somewhere."""
-    return {
-        k[len(SECRET_PREFIX) :]: v
-        for k, v in environ.items()
-        if k.startswith(SECRET_PREFIX) and len(k) > len(SECRET_PREFIX)
-    }

@@ -2,8 +2,10 @@
 
 Failures say whether to retry: connection errors, timeouts, 429 and 5xx are retryable
 (Temporal's retry policy backs off); other 4xx, refused addresses, oversize responses and
-missing secrets are final. Secrets (``{"secret": "NAME"}``) are read from the worker's
-environment at the last moment and appear nowhere else: not in history, logs or output.
+missing secrets are final. Secrets (``{"secret": "NAME"}``) are the workflow's organization's
+(:mod:`tollway.org_secrets`), decrypted at the last moment, sent only to the hosts they are
+bound to (checked before connecting; redirects to another origin are refused while one is
+set), and appear nowhere else: not in history, logs or output.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +25,9 @@ from activities.steps import StepEnvironment, register
 from activities.steps.expressions import evaluate
 from activities.steps.ssrf import AddressRefused, AllowList, GuardedBackend
 from tollway.definitions import ExprRef, HttpStep, SecretRef
+from tollway.org_secrets import ResolvedSecret, SecretError, host_allowed
 
+MAX_REDIRECTS = 5
 _TEMPLATE = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 
 
@@ -32,7 +37,7 @@ def guarded_client(allow: AllowList) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(retries=0)
     transport._pool._network_backend = GuardedBackend(allow)  # noqa: SLF001 - documented seam
     return httpx.AsyncClient(
-        transport=transport, trust_env=False, follow_redirects=True, max_redirects=5
+        transport=transport, trust_env=False, follow_redirects=True, max_redirects=MAX_REDIRECTS
     )
 
 
@@ -90,22 +95,60 @@ def _final(message: str, kind: str) -> ApplicationError:
 
 
 def _header_value(
-    value: str | ExprRef | SecretRef, context: dict[str, Any], env: StepEnvironment
+    value: str | ExprRef | SecretRef,
+    context: dict[str, Any],
+    env: StepEnvironment,
+    organization_id: str,
+    used: list[ResolvedSecret],
 ) -> str:
     if isinstance(value, SecretRef):
-        secret = env.secrets.get(value.secret)
+        if env.secrets is None:
+            raise _final("the worker has no secret store (TOLLWAY_SECRETS_KEY)", "MissingSecret")
+        try:
+            secret = env.secrets.resolve(organization_id, value.secret)
+        except SecretError as exc:
+            raise _final(str(exc), "MissingSecret") from None
         if secret is None:
-            raise _final(f"secret {value.secret!r} is not set on the worker", "MissingSecret")
-        return secret
+            raise _final(
+                f"secret {value.secret!r} is not set for this workflow's organization",
+                "MissingSecret",
+            )
+        used.append(secret)
+        return secret.value
     if isinstance(value, ExprRef):
         result = evaluate(value.expr, context)
         return result if isinstance(result, str) else json.dumps(result)
     return _render(value, context)
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    return url.scheme, url.host, port
+
+
+def _check_secret_hosts(url: str, used: list[ResolvedSecret]) -> None:
+    """A secret goes only to the hosts it is bound to: checked before any connection."""
+    _scheme, host, port = _origin(httpx.URL(url))
+    for secret in used:
+        if not host_allowed(secret.allow_hosts, host, port):
+            raise _final(
+                f"secret {secret.name!r} may not be sent to {host}:{port} "
+                f"(it is bound to {', '.join(secret.allow_hosts)})",
+                "SecretHostRefused",
+            )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    url: str
+    headers: dict[str, str]
+    body: Any
+    carries_secret: bool
+
+
 def _prepare(
-    step: HttpStep, context: dict[str, Any], env: StepEnvironment
-) -> tuple[str, dict[str, str], Any]:
+    step: HttpStep, context: dict[str, Any], env: StepEnvironment, organization_id: str
+) -> _Prepared:
     url = (
         evaluate(step.url.expr, context)
         if isinstance(step.url, ExprRef)
@@ -113,7 +156,12 @@ def _prepare(
     )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise _final(f"url must be an http(s) URL, got {str(url)[:200]!r}", "BadURL")
-    headers = {name: _header_value(v, context, env) for name, v in step.headers.items()}
+    used: list[ResolvedSecret] = []
+    headers = {
+        name: _header_value(v, context, env, organization_id, used)
+        for name, v in step.headers.items()
+    }
+    _check_secret_hosts(url, used)
     given = {name.lower() for name in headers}
     if "accept-encoding" not in given:
         headers["Accept-Encoding"] = "identity"
@@ -122,25 +170,53 @@ def _prepare(
         execution = context.get("execution") or {}
         headers["Idempotency-Key"] = f"{execution.get('id', '')}:{step.id}"
     body = evaluate(step.body, context) if step.body is not None else None
-    return url, headers, body
+    return _Prepared(url, headers, body, carries_secret=bool(used))
+
+
+async def _send(
+    env_http: httpx.AsyncClient, step: HttpStep, prepared: _Prepared, timeout: httpx.Timeout
+) -> tuple[httpx.Response, bytes]:
+    """Send the request. With a secret header, redirects are followed here, and only within
+    the same origin (httpx would carry custom headers to wherever a redirect points)."""
+    method, url = step.method, prepared.url
+    body = prepared.body
+    for _hop in range(MAX_REDIRECTS + 1):
+        async with env_http.stream(
+            method,
+            url,
+            headers=prepared.headers,
+            timeout=timeout,
+            json=body,
+            follow_redirects=not prepared.carries_secret,
+        ) as response:
+            if prepared.carries_secret and response.is_redirect:
+                target = response.url.join(response.headers.get("location", ""))
+                if _origin(target) != _origin(response.url):
+                    raise _final(
+                        f"redirect from {response.url} to another origin ({target.host}) "
+                        "refused: the request carries a secret",
+                        "RedirectRefused",
+                    )
+                if response.status_code in {301, 302, 303} and method != "HEAD":
+                    method, body = "GET", None
+                url = str(target)
+                continue
+            return response, await read_capped(response, step.maxResponseBytes, url)
+    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
 
 @register("http")
-async def run_http(step: HttpStep, context: dict[str, Any], env: StepEnvironment) -> Any:
+async def run_http(
+    step: HttpStep, context: dict[str, Any], env: StepEnvironment, organization_id: str = ""
+) -> Any:
     if env.http is None:
         raise _final("the worker has no HTTP client configured", "Misconfigured")
-    # Expressions are evaluated in a worker thread (within their budget), off the event loop.
-    url, headers, body = await anyio.to_thread.run_sync(_prepare, step, context, env)
+    # Expressions (and secret look-ups) run in a worker thread, off the event loop.
+    prepared = await anyio.to_thread.run_sync(_prepare, step, context, env, organization_id)
+    url = prepared.url
     timeout = httpx.Timeout(step.timeoutSeconds, connect=min(step.timeoutSeconds, 10.0))
     try:
-        async with env.http.stream(
-            step.method,
-            url,
-            headers=headers,
-            timeout=timeout,
-            json=body if step.body is not None else None,
-        ) as response:
-            data = await read_capped(response, step.maxResponseBytes, url)
+        response, data = await _send(env.http, step, prepared, timeout)
     except AddressRefused as exc:
         raise _final(f"refused: {exc}", "AddressRefused") from None
     except httpx.TooManyRedirects:

@@ -17,7 +17,9 @@ from tollway.definitions import PythonStep
 
 
 @register("python")
-async def run_python(step: PythonStep, context: dict[str, Any], env: StepEnvironment) -> Any:
+async def run_python(
+    step: PythonStep, context: dict[str, Any], env: StepEnvironment, organization_id: str = ""
+) -> Any:
     function = env.python.get(step.activity)
     if function is None:
         raise ApplicationError(

@@ -13,5 +13,7 @@ __all__ = ["evaluate", "run_transform"]
 
 
 @register("transform")
-async def run_transform(step: TransformStep, context: dict[str, Any], env: StepEnvironment) -> Any:
+async def run_transform(
+    step: TransformStep, context: dict[str, Any], env: StepEnvironment, organization_id: str = ""
+) -> Any:
     return await evaluate_off_loop(step.expression, context)
