@@ -13,9 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.steps import StepEnvironment, load_builtin_kinds, runner_for
+from activities.steps.expressions import json_size
 from workflows.models import StepRequest, StepResult
+from workflows.step_context import CONTEXT_MAX_BYTES, STEP_OUTPUT_MAX_BYTES
 
 HEARTBEAT_EVERY = timedelta(seconds=1)
 
@@ -39,8 +42,18 @@ class StepActivities:
         context = {**request.context, "execution": identity}
         beating = asyncio.create_task(_heartbeat_until_cancelled())
         try:
-            return StepResult(
-                output=await runner(request.step, context, self._env, request.organization_id)
-            )
+            output = await runner(request.step, context, self._env, request.organization_id)
         finally:
             beating.cancel()
+        budget = request.output_budget
+        if budget is not None and json_size(output, budget) > budget:
+            # Refused here, before it enters history: Temporal would refuse a payload over its
+            # limit and leave the execution stuck.
+            raise ApplicationError(
+                f"its output is over the {budget} bytes left in the execution's budget "
+                f"(a step may return {STEP_OUTPUT_MAX_BYTES}, an execution hold "
+                f"{CONTEXT_MAX_BYTES} in all)",
+                type="OutputBudget",
+                non_retryable=True,
+            )
+        return StepResult(output=output)

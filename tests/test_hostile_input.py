@@ -194,3 +194,70 @@ async def test_a_transform_building_too_much_fails_the_step_clearly(
     eid = response.json()["data"]["execution"]["id"]
     done = await wait_status(http, eid, tenant.auth, "workflow_failed")
     assert done["statusReason"].startswith("step 'blow' failed: expression stopped: it built")
+
+
+class BigUpstream:
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        payload = json.dumps({"blob": "b" * (900 * 1024)}).encode()
+
+        async def big(request: Any) -> Response:
+            return Response(payload, media_type="application/json")
+
+        return Starlette(routes=[Route("/big", big)])
+
+
+async def test_outputs_past_the_budget_fail_clearly_and_refund(
+    http: httpx.AsyncClient, client: Client, tenant: Tenant
+) -> None:
+    from tests.helpers import GREETING, PRICE
+    from tests.money import assert_money_invariants, pay_via_webhook
+    from tests.servers import serve
+
+    def fetch(step_id: str, url: str) -> dict[str, Any]:
+        return {"id": step_id, "kind": "http", "url": url, "timeoutSeconds": 10}
+
+    with serve(BigUpstream().app()) as base:
+        # Steps that do not read earlier outputs are not sent them.
+        lean = tenant.workflow(
+            {
+                **GREETING,
+                "steps": [
+                    fetch("a", f"{base}/big"),
+                    {"id": "b", "kind": "transform", "expression": "request.name"},
+                    {"id": "c", "kind": "transform", "expression": "steps.a.status"},
+                ],
+                "output": "{b: steps.b, c: steps.c}",
+            }
+        )
+        ok = await create(http, tenant, lean)
+        eid = ok.json()["data"]["execution"]["id"]
+        done = await wait_status(http, eid, tenant.auth, "workflow_succeeded", 30)
+        assert done["responsePayload"] == {"b": "Ada", "c": 200}
+        history = await client.get_workflow_handle(eid).fetch_history()
+        inputs = [
+            e.activity_task_scheduled_event_attributes.input.payloads[0].data
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name == "steps.run"
+        ]
+        sizes = [len(i) for i in inputs]  # a, b, c, output
+        assert sizes[1] < 10_000 and sizes[3] < 10_000, sizes  # b and output: no blob
+        assert sizes[2] > 900 * 1024, sizes  # c reads steps.a, so it gets it
+
+        heavy = tenant.workflow(
+            {
+                **GREETING,
+                "price": PRICE,
+                "steps": [fetch(s, f"{base}/big") for s in ("one", "two", "three")],
+            }
+        )
+        paid = (await create(http, tenant, heavy)).json()["data"]["execution"]
+        await pay_via_webhook(http, tenant.engine, paid)
+        failed = await wait_status(http, paid["id"], tenant.auth, "workflow_failed", 30)
+    assert failed["statusReason"].startswith("step 'two' failed: its output is over the")
+    assert failed["paymentStatus"] == "refunded"
+    await assert_money_invariants(client, tenant.engine, failed)

@@ -70,7 +70,8 @@ class ExprRef(_Model):
 
 
 class SecretRef(_Model):
-    """The name of an environment variable on the worker; its value never enters history."""
+    """The name of a secret of the workflow's organization (``tollway admin secret set``);
+    its value never enters history."""
 
     secret: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 

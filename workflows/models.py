@@ -334,6 +334,7 @@ class StepRequest(_Payload):
     step: Step
     context: dict[str, Any]
     organization_id: str = ""  # whose secrets the step may use
+    output_budget: int | None = None  # bytes its output may take (None: histories before it)
 
 
 class StepResult(_Payload):

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.payment_phase import PaymentPhase
     from workflows.policies import CALL_TIMEOUT, MONEY_RETRY, failure_message
     from workflows.slot_ids import slots_id
+    from workflows.step_context import needed_context, output_budget, size_of
 
 
 STEP_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
@@ -168,10 +169,15 @@ class WorkPhase(PaymentPhase):
             await workflow.sleep(timedelta(seconds=step.seconds))
             return {"sleptSeconds": step.seconds}
         if isinstance(step, WaitForCallbackStep):
-            return await self._wait_for_callback(step)
+            return await self._wait_for_callback(step, context)
         result = await workflow.execute_activity_method(
             StepActivities.run_step,
-            StepRequest(step=step, context=context, organization_id=self._input.organization_id),
+            StepRequest(
+                step=step,
+                context=needed_context(step, context),
+                organization_id=self._input.organization_id,
+                output_budget=output_budget(context),
+            ),
             start_to_close_timeout=timedelta(seconds=step.timeout),
             # A worker that dies mid-step is noticed in seconds (the activity heartbeats).
             heartbeat_timeout=STEP_HEARTBEAT_TIMEOUT,
@@ -184,7 +190,7 @@ class WorkPhase(PaymentPhase):
         )
         return result.output
 
-    async def _wait_for_callback(self, step: WaitForCallbackStep) -> Any:
+    async def _wait_for_callback(self, step: WaitForCallbackStep, context: dict[str, Any]) -> Any:
         self._set(status=Status.WAITING, callbacks={step.id: self._callbacks[step.id]})
         try:
             await workflow.wait_condition(
@@ -199,7 +205,11 @@ class WorkPhase(PaymentPhase):
         self._set(status=Status.RUNNING, callbacks=None)
         if not received:
             raise StepFailed(f"no callback within {step.timeoutSeconds:g} s")
-        return self._callback_bodies[step.id]
+        body = self._callback_bodies[step.id]
+        budget = output_budget(context)
+        if size_of(body) > budget:
+            raise StepFailed(f"callback body exceeds the {budget} bytes left in the budget")
+        return body
 
     async def _evaluate(
         self, expression: str, context: dict[str, Any], of: Step | None = None

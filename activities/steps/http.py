@@ -26,9 +26,10 @@ from activities.steps.expressions import evaluate
 from activities.steps.ssrf import AddressRefused, AllowList, GuardedBackend
 from tollway.definitions import ExprRef, HttpStep, SecretRef
 from tollway.org_secrets import ResolvedSecret, SecretError, host_allowed
+from workflows.step_context import TEMPLATE
 
 MAX_REDIRECTS = 5
-_TEMPLATE = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+_TEMPLATE = TEMPLATE
 
 
 def guarded_client(allow: AllowList) -> httpx.AsyncClient:
