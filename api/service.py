@@ -22,11 +22,13 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    QueryRejectCondition,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -96,11 +98,13 @@ class CreateOutcome:
 
 
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+# How a closed workflow whose recorded state is not terminal really ended (terminate and a
+# timeout run no workflow code, so only Temporal knows).
 _ABNORMAL_END = {
-    WorkflowExecutionStatus.TERMINATED: "terminated by an operator",
-    WorkflowExecutionStatus.CANCELED: "cancelled by an operator",
-    WorkflowExecutionStatus.TIMED_OUT: "timed out",
-    WorkflowExecutionStatus.FAILED: "failed unexpectedly",
+    WorkflowExecutionStatus.TERMINATED: (Status.CANCELLED, "terminated by an operator in Temporal"),
+    WorkflowExecutionStatus.CANCELED: (Status.CANCELLED, "cancelled by an operator in Temporal"),
+    WorkflowExecutionStatus.TIMED_OUT: (Status.FAILED, "timed out in Temporal"),
+    WorkflowExecutionStatus.FAILED: (Status.FAILED, "failed unexpectedly in Temporal"),
 }
 
 
@@ -405,7 +409,13 @@ class ExecutionService:
     async def _workflow_view(self, eid: str) -> ExecutionView | None:
         handle = self._handle(eid)
         try:
-            return await handle.query(ExecutionWorkflow.view, rpc_timeout=self._query_timeout)
+            # Open executions only: a closed one is read from Temporal's records, which know
+            # how it ended (a query would replay a terminated one to its last live state).
+            return await handle.query(
+                ExecutionWorkflow.view,
+                rpc_timeout=self._query_timeout,
+                reject_condition=QueryRejectCondition.NOT_OPEN,
+            )
         except RPCError as err:
             if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
                 return None  # no such execution (an id Temporal cannot even take is none)
@@ -434,16 +444,30 @@ class ExecutionService:
             state = initial_state(inp, desc.start_time, desc.run_id)
         abnormal = _ABNORMAL_END.get(desc.status) if desc.status else None
         if abnormal and not state.status.terminal:
+            status, said = abnormal
+            why = await self._close_reason(handle) if status == Status.CANCELLED else None
             state = state.model_copy(
                 update={
-                    "status": Status.CANCELLED,
-                    "statusReason": abnormal,
-                    "clientStatusReason": abnormal,
+                    "status": status,
+                    "statusReason": f"{said}: {why}" if why else said,
+                    "clientStatusReason": said,
                     "finishedAt": desc.close_time,
                     "updatedAt": desc.close_time or state.updatedAt,
+                    "callbacks": None,
                 }
             )
         return ExecutionView.build(inp, state)
+
+    async def _close_reason(
+        self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]
+    ) -> str | None:
+        """The reason an operator gave when terminating (None if none, or not terminated)."""
+        async for event in handle.fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+        ):
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+                return event.workflow_execution_terminated_event_attributes.reason or None
+        return None
 
     async def _start_input(
         self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]

@@ -379,7 +379,7 @@ async def test_refund_at_the_provider_is_recorded_for_a_closed_execution(
     # The closed execution's view (and the list) says so too, not only the ledger.
     final = await current(http, tenant, execution["id"])
     assert final["paymentStatus"] == "refunded"
-    assert final["statusReason"].endswith("the payment was refunded at the provider")
+    assert final["statusReason"].endswith("the payment was refunded after it ended")
     listed = await http.get(f"/v1/public/workflows/{wf}/executions", headers=tenant.auth)
     [item] = [i for i in listed.json()["data"]["executions"] if i["id"] == execution["id"]]
     assert item["paymentStatus"] == "refunded"

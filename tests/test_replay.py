@@ -53,6 +53,11 @@ async def test_replay_of_histories_produced_now(
     refunded = await start(tenant.priced_wf, requestPayload={})
     cancelled = await start(tenant.priced_wf, sourceEntityId="c")
     racing = await start(tenant.priced_wf, sourceEntityId="r")
+    operator_cancelled = await start(
+        tenant.workflow(
+            {**GREETING, "price": PRICE, "steps": [{"id": "wait", "kind": "delay", "seconds": 60}]}
+        )
+    )
     duplicate = await start(tenant.priced_wf, sourceEntityId="d")
     expiring = await start(
         tenant.workflow({**GREETING, "price": PRICE, "paymentTimeoutSeconds": 1})
@@ -89,16 +94,20 @@ async def test_replay_of_histories_produced_now(
         wait_for_stage=WorkflowUpdateStage.ACCEPTED,
     )
     await pay_via_webhook(http, engine, racing)
+    await pay_via_webhook(http, engine, operator_cancelled)
+    await wait_status(http, operator_cancelled["id"], tenant.auth, "workflow_running")
+    await client.get_workflow_handle(operator_cancelled["id"]).cancel()
     await asyncio.gather(
         pay_via_webhook(http, engine, duplicate), pay_via_webhook(http, engine, duplicate)
     )
     ends = {
         "free_succeeded": (free["id"], "workflow_succeeded"),
-        "transform_failed": (failing["id"], "workflow_failed"),
+        "transform_failed_fails_the_workflow": (failing["id"], "workflow_failed"),
         "paid_succeeded": (paid["id"], "workflow_succeeded"),
         "payment_mismatch": (wrong["id"], "workflow_failed"),
         "failed_and_refunded": (refunded["id"], "workflow_failed"),
         "cancelled_then_paid_late": (cancelled["id"], "workflow_cancelled"),
+        "cancelled_in_temporal_while_running": (operator_cancelled["id"], "workflow_cancelled"),
         "cancelled_then_paid_late_refund_shown": (racing["id"], "workflow_cancelled"),
         "duplicate_payment_refunded": (duplicate["id"], "workflow_succeeded"),
         "payment_expired": (expiring["id"], "workflow_cancelled"),

@@ -188,7 +188,11 @@ def test_dev_generates_its_secrets_once_privately(tmp_path: Path) -> None:
 
     path = tmp_path / "var" / "secrets.json"
     first = dev_secrets(path)
-    assert set(first) == {"TOLLWAY_CLIENT_TOKEN_SECRET", "TOLLWAY_LOCAL_WEBHOOK_SECRET"}
+    assert set(first) == {
+        "TOLLWAY_CLIENT_TOKEN_SECRET",
+        "TOLLWAY_LOCAL_WEBHOOK_SECRET",
+        "TOLLWAY_SECRETS_KEY",
+    }
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert dev_secrets(path) == first  # reused by later runs
     assert dev_secrets(tmp_path / "other.json") != first  # random, not built in

@@ -18,6 +18,7 @@ from tollway.definition_files import load_definition_file
 from tollway.definitions import DefinitionError, WorkflowDefinition
 from tollway.org_secrets import SecretError
 from tollway.settings import SettingsError, get_settings, settings_for
+from tollway.settle import SettleError
 from tollway.tables import Organization
 
 
@@ -84,6 +85,8 @@ def _admin(args: argparse.Namespace) -> int:
         return _reconcile(args, engine)
     elif what == "secret":
         return _secret(args, engine)
+    elif what == "executions" and action == "refund":
+        return _refund(args, engine)
     elif what == "workflow" and action == "create":
         definition = load_definition_file(Path(args.file))
         wf = admin.create_workflow(engine, args.org, definition)
@@ -153,6 +156,35 @@ def _secret(args: argparse.Namespace, engine: Any) -> int:
         if not store.delete(args.org, args.name):
             raise admin.AdminError(f"organization {args.org!r} has no secret {args.name!r}")
         _out({"name": args.name, "deleted": True}, args.json, f"deleted secret {args.name}")
+    return 0
+
+
+def _refund(args: argparse.Namespace, engine: Any) -> int:
+    import asyncio
+
+    from tollway.settle import refund_execution
+    from tollway.temporal import connect
+    from worker.main import build_provider
+
+    settings = get_settings()
+
+    async def run() -> Any:
+        client = await connect(settings)
+        provider = build_provider(settings, engine)
+        return await refund_execution(engine, client, provider, args.id, args.reason)
+
+    done = asyncio.run(run())
+    _out(
+        {
+            "executionId": done.execution_id,
+            "paymentReference": done.payment_reference,
+            "refundReference": done.refund_reference,
+            "alreadyRefunded": done.already,
+        },
+        args.json,
+        f"{'already refunded' if done.already else 'refunded'} {done.payment_reference} "
+        f"of {done.execution_id} ({done.refund_reference})",
+    )
     return 0
 
 
@@ -244,6 +276,16 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--org", required=True)
     drop.add_argument("name")
 
+    exe = what.add_parser("executions").add_subparsers(dest="action", required=True)
+    refund = action(
+        exe,
+        "refund",
+        "refund a closed execution's payment through the provider (e.g. one terminated in "
+        "Temporal); a second call is a no-op",
+    )
+    refund.add_argument("id")
+    refund.add_argument("--reason", required=True)
+
     rec = action(
         what,
         "reconcile",
@@ -293,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for path, message in exc.errors:
             sys.stderr.write(f"  {path}: {message}\n")
         code = 2
-    except (admin.AdminError, SecretError) as exc:
+    except (admin.AdminError, SecretError, SettleError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         code = 2
     except SettingsError as exc:

@@ -219,11 +219,12 @@ class Reconciler:
             return self._stuck_refunds(desc, eid)
         state = await desc.memo_value("state", None, type_hint=ExecutionState)
         status = state.status if state is not None else None
-        completed = desc.status == WorkflowExecutionStatus.COMPLETED
-        if completed and status == Status.SUCCEEDED:
+        # The recorded state says how it ended when the workflow ran to its end (completed,
+        # failed or cancelled in Temporal); terminated or timed out, it never got to say.
+        if status == Status.SUCCEEDED:
             return []
         keeps = definition is not None and not definition.refundOnFailure
-        if completed and status == Status.FAILED and keeps:
+        if status == Status.FAILED and keeps:
             return []
         how = desc.status.name.lower() if desc.status else "closed"
         recorded = status.value if status else "no recorded state"

@@ -13,6 +13,7 @@ the same task as the start, before ``run`` has begun).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -33,12 +34,16 @@ with workflow.unsafe.imports_passed_through():
         ExecutionView,
         PaymentEventResult,
         PaymentNotice,
+        Status,
     )
     from workflows.policies import CALL_TIMEOUT, initial_state
     from workflows.work_phase import WorkPhase
 
 
 CALLBACK_TOKENS_PATCH = "callback-tokens-from-activity"
+# Temporal cancellation runs Tollway's cancellation; failures fail the Temporal workflow.
+OPERATOR_PATCH = "temporal-status-is-the-outcome"
+OPERATOR = "an operator in Temporal"
 
 
 @workflow.defn(name="TollwayExecution")
@@ -54,6 +59,7 @@ class ExecutionWorkflow(WorkPhase):
         self._handled: set[str] = set()
         self._cancel: CancelInput | None = None
         self._outcomes: dict[str, str] = {}
+        self._operator_cancelled = False
         self._callbacks: dict[str, CallbackAddress] = {}  # issued at the start of run
         self._slot_requested = False
         self._slot_granted = False
@@ -161,6 +167,38 @@ class ExecutionWorkflow(WorkPhase):
     @workflow.run
     async def run(self, inp: ExecutionInput) -> ExecutionView:
         self._record()
+        if not workflow.patched(OPERATOR_PATCH):  # histories recorded before it (replay)
+            await self._lifecycle()
+            return self.view()
+        lifecycle = asyncio.create_task(self._lifecycle())
+        while True:
+            try:
+                await asyncio.shield(lifecycle)
+                break
+            except asyncio.CancelledError:
+                # A cancellation requested in Temporal (UI, CLI, handle.cancel()) is a
+                # Tollway cancellation: the lifecycle sees it and expires the checkout,
+                # cancels the work and refunds, exactly as POST .../cancel does.
+                self._operator_cancelled = True
+                if self._cancel is None:
+                    self._cancel = CancelInput(by=OPERATOR)
+        view = self.view()
+        # Temporal's own status says how it ended: the UI's filters and Temporal's metrics
+        # then count exactly Tollway's failures and the cancellations Temporal asked for.
+        if self._operator_cancelled and self._cancel and self._cancel.by == OPERATOR:
+            if view.status == Status.CANCELLED:
+                raise asyncio.CancelledError(view.statusReason)
+        if view.status == Status.FAILED:
+            raise ApplicationError(
+                view.statusReason or "the execution failed",
+                view,
+                type="ExecutionFailed",
+                non_retryable=True,
+            )
+        return view
+
+    async def _lifecycle(self) -> None:
+        inp = self._input
         await self._issue_callback_tokens()
         try:
             if inp.definition.price is None or await self._collect_payment():
@@ -174,4 +212,4 @@ class ExecutionWorkflow(WorkPhase):
                 lambda: bool(self._inbox) or workflow.all_handlers_finished()
             )
             if not self._inbox:
-                return self.view()
+                return

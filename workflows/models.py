@@ -182,7 +182,7 @@ def settlement_note(
     if not status.terminal:
         return None
     if payment_status == PaymentStatus.PAID and order_refunded:
-        return "the payment was refunded at the provider"
+        return "the payment was refunded after it ended"
     if payment_status in _UNKEPT and late_refunds:
         return "a payment that arrived after it ended was refunded"
     return None

@@ -1,0 +1,139 @@
+"""Operators in Temporal: a cancellation requested there is a Tollway cancellation (money
+included), a terminated execution is reported as terminated, and Temporal's own status says
+how each execution ended."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from tests.helpers import GREETING, PRICE, Tenant, create, eventually, wait_status
+from tests.money import assert_money_invariants, pay_via_webhook
+from tollway.ledger import OrderLedger
+
+DELAYED = {**GREETING, "price": PRICE, "steps": [{"id": "wait", "kind": "delay", "seconds": 60}]}
+CALLBACK = {
+    **GREETING,
+    "price": PRICE,
+    "steps": [{"id": "approve", "kind": "wait_for_callback", "timeoutSeconds": 600}],
+}
+
+
+async def start(http: httpx.AsyncClient, tenant: Tenant, wf: str) -> dict[str, Any]:
+    response = await create(http, tenant, wf)
+    assert response.status_code == 200, response.text
+    execution: dict[str, Any] = response.json()["data"]["execution"]
+    return execution
+
+
+async def closed_as(client: Client, eid: str, status: WorkflowExecutionStatus) -> None:
+    described = await eventually(
+        client.get_workflow_handle(eid).describe, lambda d: d.status == status
+    )
+    assert described.status == status
+
+
+@pytest.mark.parametrize("where", ["awaiting_payment", "queued", "running", "waiting"])
+async def test_cancel_requested_in_temporal_is_a_tollway_cancellation(
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant, where: str
+) -> None:
+    if where == "queued":  # one slot, held by another paid execution that waits
+        wf = tenant.workflow({**DELAYED, "maxConcurrency": 1})
+        holder = await start(http, tenant, wf)
+        await pay_via_webhook(http, engine, holder)
+        await wait_status(http, holder["id"], tenant.auth, "workflow_running")
+    else:
+        wf = tenant.workflow(CALLBACK if where == "waiting" else DELAYED)
+    execution = await start(http, tenant, wf)
+    if where != "awaiting_payment":
+        await pay_via_webhook(http, engine, execution)
+        shown = {"queued": "workflow_queued", "running": "workflow_running"}
+        await wait_status(http, execution["id"], tenant.auth, shown.get(where, "workflow_waiting"))
+    await client.get_workflow_handle(execution["id"]).cancel()  # the UI's Request Cancellation
+    await closed_as(client, execution["id"], WorkflowExecutionStatus.CANCELED)
+    done = await wait_status(http, execution["id"], tenant.auth, "workflow_cancelled")
+    assert done["statusReason"].startswith("cancelled by an operator in Temporal"), done
+    order = OrderLedger(engine).by_execution(execution["id"])
+    assert order is not None
+    if where == "awaiting_payment":
+        assert done["paymentStatus"] == "cancelled" and order.status == "cancelled"
+    else:
+        assert done["paymentStatus"] == "refunded" and order.status == "refunded"
+    await assert_money_invariants(client, engine, done)
+    if where == "queued":
+        await client.get_workflow_handle(holder["id"]).cancel()
+        await closed_as(client, holder["id"], WorkflowExecutionStatus.CANCELED)
+
+
+async def test_terminated_paid_execution_is_reported_as_terminated_and_refunded_by_hand(
+    http: httpx.AsyncClient,
+    client: Client,
+    engine: Engine,
+    tenant: Tenant,
+    database_url: str,
+    temporal_address: str,
+) -> None:
+    execution = await start(http, tenant, tenant.workflow(DELAYED))
+    await pay_via_webhook(http, engine, execution)
+    await wait_status(http, execution["id"], tenant.auth, "workflow_running")
+    await client.get_workflow_handle(execution["id"]).terminate(reason="stuck partner API")
+    done = await wait_status(http, execution["id"], tenant.auth, "workflow_cancelled")
+    assert done["statusReason"] == "terminated by an operator in Temporal: stuck partner API"
+    assert done["paymentStatus"] == "paid" and done["finishedAt"]
+
+    def refund() -> Any:
+        result = subprocess.run(
+            [sys.executable, "-c", "from tollway.cli import main; main()"]
+            + ["admin", "executions", "refund", execution["id"], "--reason", "terminated"]
+            + ["--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "DATABASE_URL": database_url,
+                "TEMPORAL_ADDRESS": temporal_address,
+                "PATH": "/usr/bin:/bin",
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    first = refund()
+    assert first["alreadyRefunded"] is False and first["refundReference"]
+    again = refund()
+    assert again["alreadyRefunded"] is True
+    assert again["refundReference"] == first["refundReference"]
+    settled = await wait_status(http, execution["id"], tenant.auth, "workflow_cancelled")
+    assert settled["paymentStatus"] == "refunded"
+    await assert_money_invariants(client, engine, settled)
+
+
+async def test_failed_execution_is_a_failed_workflow_in_temporal(
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
+) -> None:
+    failing = await create(http, tenant, tenant.free_wf, requestPayload={})
+    eid = failing.json()["data"]["execution"]["id"]
+    done = await wait_status(http, eid, tenant.auth, "workflow_failed")
+    assert done["statusReason"].startswith("step 'shape' failed")
+    await closed_as(client, eid, WorkflowExecutionStatus.FAILED)
+    query = (
+        f"WorkflowId = '{eid}' AND ExecutionStatus = 'Failed' AND TollwayStatus = 'workflow_failed'"
+    )
+    counted = await eventually(lambda: client.count_workflows(query), lambda c: c.count == 1)
+    assert counted.count == 1
+    ok = await create(http, tenant, tenant.free_wf)
+    ok_id = ok.json()["data"]["execution"]["id"]
+    await wait_status(http, ok_id, tenant.auth, "workflow_succeeded")
+    await closed_as(client, ok_id, WorkflowExecutionStatus.COMPLETED)
+    # The view of a failed execution still answers from what it recorded.
+    await asyncio.sleep(0)
+    again = (await http.get(f"/v1/public/executions/{eid}", headers=tenant.auth)).json()
+    assert again["data"]["execution"]["statusReason"] == done["statusReason"]
