@@ -16,7 +16,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from activities.local_provider import LocalPaymentProvider
-from api import checkout_page, routes, tracking_routes, webhooks
+from api import checkout_page, codec_routes, routes, tracking_routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
 from api.errors import (
@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
                 methods=["POST"],
             ),
             *(checkout_page.routes() if settings.payment_provider == "local" else []),
+            *codec_routes.routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware), Middleware(FaultMiddleware)],
         exception_handlers={

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 
 from api.errors import unauthorized
-from tollway.admin import find_token, hash_token
+from tollway.admin import find_token, find_token_by_id, hash_token
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class TokenResolver:
             self._cache.clear()
         self._cache[key] = (now + self._ttl, principal)
         return principal
+
+    async def active(self, token_id: str, scope: str) -> bool:
+        """Whether the token ``token_id`` still exists unrevoked with ``scope`` (sessions made
+        from a token end when it is revoked)."""
+        row = await anyio.to_thread.run_sync(find_token_by_id, self._engine, token_id)
+        return row is not None and scope in row.scopes
 
     async def require(self, request: Request) -> Principal:
         token = bearer_token(request)

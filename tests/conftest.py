@@ -16,7 +16,6 @@ import redis.asyncio  # noqa: F401 - imported lazily by the API; early, for the 
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -28,6 +27,8 @@ from api.app import build_deps, create_app
 from tests import step_functions
 from tests.helpers import (
     CLIENT_TOKEN_SECRET,
+    CONVERTER,
+    PAYLOAD_KEYS,
     PREVIOUS_WEBHOOK_SECRET,
     SECRETS_KEY,
     WEBHOOK_SECRET,
@@ -67,13 +68,13 @@ async def temporal_env(request: pytest.FixtureRequest) -> AsyncIterator[Workflow
     if target == "local":
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
+            data_converter=CONVERTER,
             search_attributes=list(sa.ALL),
             dev_server_extra_args=list(SPEED_FLAGS),
         )
     else:
         env = WorkflowEnvironment.from_client(
-            await Client.connect(target, data_converter=pydantic_data_converter)
+            await Client.connect(target, data_converter=CONVERTER)
         )
     try:
         yield env
@@ -124,6 +125,7 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "query_timeout_seconds": 2.0,
         "client_token_secret": CLIENT_TOKEN_SECRET,
         "secrets_key": SECRETS_KEY,
+        "payload_keys": PAYLOAD_KEYS,
         # Tests poll hard; the limit tests build apps with small limits of their own.
         "client_rate_limit": "10000/second",
         "callback_rate_limit": "10000/second",

@@ -12,9 +12,11 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from tollway import admin
+from tollway.codec import with_codec
 from tollway.definitions import parse_definition
 from tollway.ids import execution_id
 from tollway.tables import Order
@@ -39,6 +41,8 @@ WEBHOOK_SECRET = "whsec_test_current_0123456789"
 PREVIOUS_WEBHOOK_SECRET = "whsec_test_previous_0123456789"
 CLIENT_TOKEN_SECRET = "client-token-secret-for-tests-0123456789"
 SECRETS_KEY = "dGVzdHMtb25seS1mZXJuZXQta2V5LTMyLWJ5dGVzISE="  # Fernet: 32 bytes, base64
+PAYLOAD_KEYS = "test1:dGVzdHMtb25seS1wYXlsb2FkLWtleS0zMi1ieXRlcyE="  # AES-256: 32 bytes
+CONVERTER = with_codec(pydantic_data_converter, PAYLOAD_KEYS)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``WorkflowHistory.to_json()`` keeps payloads base64-encoded, so "secret not in history" on it
 proves nothing about inputs, results, memo, search attributes or update arguments. This walks
 the history protobuf and decodes each ``Payload``'s data (our converter writes JSON) next to
-the rest of the history's fields.
+the rest of the history's fields -- after the payload codec has decrypted them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ async def decoded_history(client: Client, workflow_id: str) -> str:
     parts = []
     for event in history.events:
         parts.append(MessageToJson(event))
-        parts.extend(p.data.decode("utf-8", "replace") for p in _payloads(event))
+        found = _payloads(event)
+        codec = client.data_converter.payload_codec
+        decoded = await codec.decode(found) if codec and found else found
+        parts.extend(p.data.decode("utf-8", "replace") for p in decoded)
     text = "\n".join(parts)
     assert '"eventType"' in text  # the walk found events at all
     return text

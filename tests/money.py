@@ -166,7 +166,9 @@ async def payment_accepted_before_work(
     assert confirmed.event_id < first_step, "a step was scheduled before the payment was accepted"
     attrs = scheduled[confirmed.activity_task_completed_event_attributes.scheduled_event_id]
     [payload] = attrs.input.payloads
-    request = json.loads(payload.data)
+    codec = client.data_converter.payload_codec
+    [plain] = await codec.decode([payload]) if codec else [payload]
+    request = json.loads(plain.data)
     assert (request["amount"], request["currency"]) == price, f"work ran on {request}"
 
 

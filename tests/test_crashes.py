@@ -135,4 +135,4 @@ async def test_creates_and_webhooks_in_flight_when_a_worker_dies_are_answered(
             r.text for r in answered if r.status_code != 200
         ]
         for execution in opened:
-            await wait_status(crash_http, execution["id"], tenant.auth, "workflow_succeeded", 20)
+            await wait_status(crash_http, execution["id"], tenant.auth, "workflow_succeeded", 45)

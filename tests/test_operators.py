@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.helpers import GREETING, PRICE, Tenant, create, eventually, wait_status
+from tests.helpers import GREETING, PAYLOAD_KEYS, PRICE, Tenant, create, eventually, wait_status
 from tests.money import assert_money_invariants, pay_via_webhook
 from tollway.ledger import OrderLedger
 
@@ -100,6 +100,7 @@ async def test_terminated_paid_execution_is_reported_as_terminated_and_refunded_
             env={
                 "DATABASE_URL": database_url,
                 "TEMPORAL_ADDRESS": temporal_address,
+                "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
                 "PATH": "/usr/bin:/bin",
             },
         )

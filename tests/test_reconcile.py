@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel
 from temporalio.client import Client
 
-from tests.helpers import GREETING, PRICE, Tenant, create, wait_status
+from tests.helpers import GREETING, PAYLOAD_KEYS, PRICE, Tenant, create, wait_status
 from tests.money import assert_money_invariants, pay_via_webhook
 from tollway.ledger import OrderLedger
 from tollway.reconcile import Discrepancy, LocalBook, Reconciler
@@ -167,6 +167,7 @@ def run_cli(database_url: str, temporal_address: str) -> subprocess.CompletedPro
         env={
             "DATABASE_URL": database_url,
             "TEMPORAL_ADDRESS": temporal_address,
+            "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
             "PATH": "/usr/bin:/bin",
         },
     )

@@ -17,10 +17,9 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHistory, WorkflowUpdateStage
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.helpers import GREETING, PRICE, Tenant, create, wait_status
+from tests.helpers import CONVERTER, GREETING, PRICE, Tenant, create, wait_status
 from tests.money import pay_via_webhook
 from tests.test_lifecycle import pay
 from workflows.execution import ExecutionWorkflow
@@ -33,7 +32,7 @@ HISTORIES = Path(__file__).parent / "histories"
 def replayer() -> Replayer:
     return Replayer(
         workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
     )
 
 

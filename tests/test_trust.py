@@ -18,11 +18,10 @@ import pytest
 from sqlalchemy import Engine
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from api.views import CLIENT_FIELDS
-from tests.helpers import GREETING, Tenant, create, eventually, view, wait_status
+from tests.helpers import CONVERTER, GREETING, Tenant, create, eventually, view, wait_status
 from tests.history_text import decoded_history
 from tests.money import assert_money_invariants, capture, charges, completed, send, steps_ran
 from workflows.execution import ExecutionWorkflow
@@ -60,7 +59,7 @@ class _RandomnessProbe:
 
 async def _run_randomness(history: WorkflowHistory) -> str:
     _PROBED.clear()
-    replayer = Replayer(workflows=[_RandomnessProbe], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[_RandomnessProbe], data_converter=CONVERTER)
     await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert _PROBED, "the probe never ran"
     return _PROBED[0]
@@ -192,13 +191,20 @@ def test_dev_generates_its_secrets_once_privately(tmp_path: Path) -> None:
         "TOLLWAY_CLIENT_TOKEN_SECRET",
         "TOLLWAY_LOCAL_WEBHOOK_SECRET",
         "TOLLWAY_SECRETS_KEY",
+        "TOLLWAY_PAYLOAD_KEYS",
     }
     assert os.stat(path).st_mode & 0o777 == 0o600
+    from tollway.codec import parse_keys
+    from tollway.org_secrets import cipher
+
+    cipher(first["TOLLWAY_SECRETS_KEY"])  # usable keys, not just random text
+    parse_keys(first["TOLLWAY_PAYLOAD_KEYS"])
     assert dev_secrets(path) == first  # reused by later runs
     assert dev_secrets(tmp_path / "other.json") != first  # random, not built in
     Settings.model_validate(
         {"client_token_secret": first["TOLLWAY_CLIENT_TOKEN_SECRET"]}
         | {"local_webhook_secret": first["TOLLWAY_LOCAL_WEBHOOK_SECRET"]}
+        | {"payload_keys": first["TOLLWAY_PAYLOAD_KEYS"]}
     ).require("api")
 
 

@@ -18,7 +18,16 @@ from temporalio.client import Client
 
 from api.app import build_deps, create_app
 from tests.conftest import make_settings
-from tests.helpers import Tenant, count_workflows, create, eventually, key, view, wait_status
+from tests.helpers import (
+    PAYLOAD_KEYS,
+    Tenant,
+    count_workflows,
+    create,
+    eventually,
+    key,
+    view,
+    wait_status,
+)
 from tests.test_lifecycle import pay
 from tollway.settings import Settings
 
@@ -31,6 +40,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "DATABASE_URL": settings.database_url,
         "TOLLWAY_TASK_QUEUE": settings.task_queue,
         "TOLLWAY_HTTP_ALLOW": settings.http_allow,
+        "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
     }
     proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stderr=subprocess.PIPE)
     try:

@@ -20,7 +20,8 @@ from tollway.tables import ApiToken, Organization, PublicWorkflow, WorkflowVersi
 
 TOKEN_PREFIX = "tw_"
 DEFAULT_SCOPES = ("executions:create", "executions:read")
-KNOWN_SCOPES = frozenset(DEFAULT_SCOPES)
+# "codec": an operator decoding payloads in the Temporal UI (never given by default).
+KNOWN_SCOPES = frozenset({*DEFAULT_SCOPES, "codec"})
 
 
 class AdminError(ValueError):
@@ -114,6 +115,12 @@ def revoke_token(engine: Engine, token_id: str) -> ApiToken:
             session.commit()
             session.refresh(row)
         return row
+
+
+def find_token_by_id(engine: Engine, token_id: str) -> ApiToken | None:
+    with Session(engine) as session:
+        row = session.get(ApiToken, token_id)
+    return row if row is not None and row.revoked_at is None else None
 
 
 def find_token(engine: Engine, plaintext: str) -> ApiToken | None:

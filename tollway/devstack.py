@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tollway import admin
+from tollway.codec import new_key_entry
 from tollway.db import create_schema, make_engine
 from tollway.definitions import parse_definition
 from tollway.org_secrets import new_key
@@ -37,6 +38,7 @@ DEV_SECRETS = {
     "TOLLWAY_CLIENT_TOKEN_SECRET": "",
     "TOLLWAY_LOCAL_WEBHOOK_SECRET": "whsec_",
     "TOLLWAY_SECRETS_KEY": "fernet",
+    "TOLLWAY_PAYLOAD_KEYS": "aes",
 }
 
 FREE_DEMO: dict[str, Any] = {
@@ -76,6 +78,8 @@ def _port_in_use(port: int) -> bool:
 def _generate(prefix: str) -> str:
     if prefix == "fernet":
         return new_key()
+    if prefix == "aes":
+        return new_key_entry()
     return prefix + secrets.token_urlsafe(32)
 
 
@@ -84,9 +88,7 @@ def dev_secrets(path: Path = SECRETS_FILE) -> dict[str, str]:
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     missing = {name: prefix for name, prefix in DEV_SECRETS.items() if not stored.get(name)}
     if missing:
-        stored.update(
-            {name: prefix + secrets.token_urlsafe(32) for name, prefix in missing.items()}
-        )
+        stored.update({name: _generate(prefix) for name, prefix in missing.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -185,7 +187,10 @@ def run_dev() -> int:
         "--host", "127.0.0.1", "--port", str(settings.dev_api_port), "--no-access-log",
     ]  # fmt: skip
     server_command = start_dev_command(
-        VAR_DIR / "temporal.db", settings.dev_temporal_port, settings.dev_ui_port
+        VAR_DIR / "temporal.db",
+        settings.dev_temporal_port,
+        settings.dev_ui_port,
+        codec_endpoint=f"{api_base}/codec",  # the UI decodes payloads through the API
     )
     try:
         with (VAR_DIR / "temporal.log").open("ab") as server_log:

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     payment_provider: Literal["local", "stripe"] = "local"
     # Fernet keys for organizations' step secrets (comma-separated: the first encrypts).
     secrets_key: SecretStr | None = None
+    # AES-256-GCM keys for Temporal payloads, id:base64 (comma-separated: the first encrypts).
+    payload_keys: SecretStr | None = None
+    # Origins of the Temporal UI allowed to call the codec endpoint.
+    codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None  # tests point this at a local stand-in
@@ -113,6 +117,10 @@ class Settings(BaseSettings):
         ):
             if value is not None:
                 _check_secret_list(name, value.get_secret_value())
+        if self.payload_keys is not None:
+            from tollway.codec import parse_keys
+
+            parse_keys(self.payload_keys.get_secret_value())  # CodecError is a ValueError
         if self.client_token_secret is not None:
             secret = self.client_token_secret.get_secret_value()
             _check_secret_list("TOLLWAY_CLIENT_TOKEN_SECRET", secret)
@@ -120,7 +128,7 @@ class Settings(BaseSettings):
 
     def require(self, process: Process) -> None:
         """Refuse to run ``process`` without the secrets it needs (raises SettingsError)."""
-        needed: dict[str, SecretStr | None] = {}
+        needed: dict[str, SecretStr | None] = {"TOLLWAY_PAYLOAD_KEYS": self.payload_keys}
         if process == "api":
             needed["TOLLWAY_CLIENT_TOKEN_SECRET"] = self.client_token_secret
             if self.payment_provider == "local":

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
+from tollway.codec import with_codec
 from tollway.settings import Settings
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted with ``TOLLWAY_PAYLOAD_KEYS`` when set."""
+    if settings.payload_keys is None:
+        return pydantic_data_converter
+    return with_codec(pydantic_data_converter, settings.payload_keys.get_secret_value())
 
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )

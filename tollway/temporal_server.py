@@ -35,9 +35,12 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
-def start_dev_command(db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
+def start_dev_command(
+    db_file: Path | None, port: int, ui_port: int | None, codec_endpoint: str | None = None
+) -> list[str]:
     cmd = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
     cmd += ["--db-filename", str(db_file)] if db_file else []
     cmd += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    cmd += ["--ui-codec-endpoint", codec_endpoint] if ui_port and codec_endpoint else []
     cmd += ["--log-level", "warn", *SPEED_FLAGS, *search_attribute_flags()]
     return cmd

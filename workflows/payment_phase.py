@@ -23,7 +23,13 @@ with workflow.unsafe.imports_passed_through():
         RefundRequest,
         Status,
     )
-    from workflows.policies import CALL_TIMEOUT, CHECKOUT_RETRY, MONEY_RETRY, failure_message
+    from workflows.policies import (
+        CALL_TIMEOUT,
+        CHECKOUT_RETRY,
+        LEDGER_TIMEOUT,
+        MONEY_RETRY,
+        failure_message,
+    )
 
 
 LATE_REFUND_VISIBLE_PATCH = "late-refund-visible"
@@ -109,7 +115,7 @@ class PaymentPhase(ExecutionBase):
                 amount=payment.amount,
                 currency=payment.currency,
             ),
-            start_to_close_timeout=CALL_TIMEOUT,
+            start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
         self._set(
@@ -160,7 +166,7 @@ class PaymentPhase(ExecutionBase):
             await workflow.execute_activity_method(
                 PaymentActivities.record_failed_attempt,
                 self._input.execution_id,
-                start_to_close_timeout=CALL_TIMEOUT,
+                start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=MONEY_RETRY,
             )
             reason = "payment failed; the checkout is still open"

@@ -16,7 +16,10 @@ with workflow.unsafe.imports_passed_through():
         Status,
     )
 
-CALL_TIMEOUT = timedelta(seconds=30)
+CALL_TIMEOUT = timedelta(seconds=30)  # a provider call (Stripe retries inside it)
+# Calls to Tollway's own database only: milliseconds each, so an attempt cut short by a dying
+# worker is retried after seconds rather than half a minute.
+LEDGER_TIMEOUT = timedelta(seconds=5)
 # A workflow task held by a worker that dies is handed to another worker only after this
 # (Temporal's default is 10 s, as long as the API's request deadline: every crash would cost
 # callers a 503). Short, but far above what a task takes here (milliseconds).

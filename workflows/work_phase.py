@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         StepRequest,
     )
     from workflows.payment_phase import PaymentPhase
-    from workflows.policies import CALL_TIMEOUT, MONEY_RETRY, failure_message
+    from workflows.policies import LEDGER_TIMEOUT, MONEY_RETRY, failure_message
     from workflows.slot_ids import slots_id
     from workflows.step_context import needed_context, output_budget, size_of
 
@@ -69,7 +69,7 @@ class WorkPhase(PaymentPhase):
         await workflow.execute_activity_method(
             SlotActivities.request,
             self._slot_request(),
-            start_to_close_timeout=CALL_TIMEOUT,
+            start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
         while not (self._slot_granted or self._cancel is not None):
