@@ -27,8 +27,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tollway import admin
+from tollway.codec import with_codec
 from tollway.db import create_schema, make_engine
 from tollway.definitions import parse_definition
+from tollway.devstack import dev_secrets
 from tollway.ids import execution_id
 from tollway.temporal_server import start_dev_command
 from workflows.execution import ExecutionWorkflow
@@ -91,8 +93,10 @@ async def main() -> None:
     temporal_port, api_port = _port(), _port()
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+    generated = dev_secrets(workdir / "secrets.json")
     env = {
         **os.environ,
+        **generated,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "DATABASE_URL": db_url,
         "TOLLWAY_TASK_QUEUE": task_queue,
@@ -121,8 +125,12 @@ async def main() -> None:
         client = None
         for _ in range(100):
             try:
+                # The raw side encrypts its payloads too: the same Temporal work.
                 client = await Client.connect(
-                    f"127.0.0.1:{temporal_port}", data_converter=pydantic_data_converter
+                    f"127.0.0.1:{temporal_port}",
+                    data_converter=with_codec(
+                        pydantic_data_converter, generated["TOLLWAY_PAYLOAD_KEYS"]
+                    ),
                 )
                 break
             except RuntimeError:
