@@ -14,6 +14,7 @@ from typing import Protocol
 from temporalio import activity
 
 from tollway.ledger import OrderLedger
+from tollway.outage import OutageLog
 from workflows.models import (
     CheckoutRequest,
     CheckoutSession,
@@ -53,39 +54,47 @@ class PaymentActivities:
     def __init__(self, provider: PaymentProvider, ledger: OrderLedger) -> None:
         self._provider = provider
         self._ledger = ledger
+        self._database = OutageLog("database")
 
     @activity.defn(name="payments.open_checkout")
     def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:
-        order = self._ledger.ensure_order(request, self._provider.name)
-        if order.checkout_session_id is None or order.checkout_url is None:
-            session = self._provider.create_session(
-                request, order.id, f"{request.execution_id}:checkout"
+        with self._database.watch():
+            order = self._ledger.ensure_order(request, self._provider.name)
+            if order.checkout_session_id is None or order.checkout_url is None:
+                session = self._provider.create_session(
+                    request, order.id, f"{request.execution_id}:checkout"
+                )
+                order = self._ledger.attach_session(order.id, session.session_id, session.url)
+            assert order.checkout_session_id and order.checkout_url
+            return CheckoutSession(
+                order_id=order.id,
+                checkout_session_id=order.checkout_session_id,
+                checkout_url=order.checkout_url,
+                provider=order.provider,
+                livemode=self._provider.livemode,
             )
-            order = self._ledger.attach_session(order.id, session.session_id, session.url)
-        assert order.checkout_session_id and order.checkout_url
-        return CheckoutSession(
-            order_id=order.id,
-            checkout_session_id=order.checkout_session_id,
-            checkout_url=order.checkout_url,
-            provider=order.provider,
-            livemode=self._provider.livemode,
-        )
 
     @activity.defn(name="payments.close_checkout")
     def close_checkout(self, request: CloseCheckoutRequest) -> None:
-        self._provider.expire_session(request.checkout_session_id, f"{request.execution_id}:expire")
-        self._ledger.close(request.execution_id, request.outcome)
+        with self._database.watch():
+            self._provider.expire_session(
+                request.checkout_session_id, f"{request.execution_id}:expire"
+            )
+            self._ledger.close(request.execution_id, request.outcome)
 
     @activity.defn(name="payments.record_failed_attempt")
     def record_failed_attempt(self, execution_id: str) -> None:
-        self._ledger.mark_failed_attempt(execution_id)
+        with self._database.watch():
+            self._ledger.mark_failed_attempt(execution_id)
 
     @activity.defn(name="payments.confirm")
     def confirm_payment(self, request: ConfirmPaymentRequest) -> None:
-        self._ledger.record_payment(request, consumed=True)
+        with self._database.watch():
+            self._ledger.record_payment(request, consumed=True)
 
     @activity.defn(name="payments.refund")
     def refund_payment(self, request: RefundRequest) -> RefundResult:
-        refund_reference = self._provider.refund(request)
-        self._ledger.record_refund(request, refund_reference)
-        return RefundResult(refund_reference=refund_reference)
+        with self._database.watch():
+            refund_reference = self._provider.refund(request)
+            self._ledger.record_refund(request, refund_reference)
+            return RefundResult(refund_reference=refund_reference)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import stripe
 from stripe._base_address import BaseAddresses
+from temporalio.exceptions import ApplicationError
 
 from activities.payments import ProviderSession
 from tollway.settings import Settings
@@ -35,6 +36,18 @@ def clamp_expiry(expires_at: datetime, now: datetime) -> int:
     return int(min(max(expires_at, earliest), latest).timestamp())
 
 
+# Stripe's answers that a retry cannot change (a business refusal): the activity fails at once.
+_REFUSALS = (stripe.InvalidRequestError, stripe.AuthenticationError, stripe.PermissionError)
+
+
+def _refused(err: stripe.StripeError) -> ApplicationError:
+    return ApplicationError(
+        f"Stripe refused: {err.user_message or type(err).__name__}",
+        type="ProviderRefused",
+        non_retryable=True,
+    )
+
+
 class StripePaymentProvider:
     name = "stripe"
 
@@ -50,7 +63,22 @@ class StripePaymentProvider:
     ) -> ProviderSession:
         metadata = {"executionId": request.execution_id, "orderId": order_id}
         back = f"{self._base_url}/v1/public/executions/{request.execution_id}"
-        session = self._client.v1.checkout.sessions.create(
+        try:
+            session = self._create(request, order_id, idempotency_key, back, metadata)
+        except _REFUSALS as err:
+            raise _refused(err) from None
+        assert session.url is not None
+        return ProviderSession(session.id, session.url)
+
+    def _create(
+        self,
+        request: CheckoutRequest,
+        order_id: str,
+        idempotency_key: str,
+        back: str,
+        metadata: dict[str, str],
+    ) -> stripe.checkout.Session:
+        return self._client.v1.checkout.sessions.create(
             params={
                 "mode": "payment",
                 "client_reference_id": request.execution_id,
@@ -76,8 +104,6 @@ class StripePaymentProvider:
             },
             options={"idempotency_key": idempotency_key},
         )
-        assert session.url is not None
-        return ProviderSession(session.id, session.url)
 
     def expire_session(self, session_id: str, idempotency_key: str) -> None:
         try:
@@ -104,5 +130,6 @@ class StripePaymentProvider:
         except stripe.InvalidRequestError as err:
             if err.code == "charge_already_refunded":
                 return f"already_refunded:{request.payment_reference}"
+            # Kept retrying (money must go back), visible in the UI and to reconcile.
             raise
         return str(refund.id)

@@ -11,26 +11,30 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.local_provider import LocalPaymentProvider
-from api import checkout_page, codec_routes, routes, tracking_routes, webhooks
+from api import checkout_page, codec_routes, health, routes, tracking_routes, webhooks
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
 from api.errors import (
+    DATABASE_DOWN,
     ApiError,
     FaultMiddleware,
     FieldError,
+    database_unavailable,
     envelope,
     error_response,
     handle_api_error,
+    temporal_unavailable,
 )
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.service import ExecutionService, QueryRejected
+from api.service import ExecutionService, QueryRejected, TemporalUnavailable
 from api.streams import StreamSlots
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
@@ -54,8 +58,12 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
             public_base_url=settings.public_base_url,
             ledger=OrderLedger(engine),
         ),
-        tokens=TokenResolver(engine, settings.auth_cache_seconds),
-        workflows=WorkflowCatalog(engine, settings.auth_cache_seconds),
+        tokens=TokenResolver(
+            engine, settings.auth_cache_seconds, stale=settings.auth_stale_seconds
+        ),
+        workflows=WorkflowCatalog(
+            engine, settings.auth_cache_seconds, stale=settings.auth_stale_seconds
+        ),
         rate_limiter=RateLimiter(settings.rate_limit_storage),
         ledger=OrderLedger(engine),
         payments=PaymentEventProcessor(
@@ -94,8 +102,18 @@ async def _query_rejected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _health(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
+async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    """A dependency that does not answer is a 503 with Retry-After, never a 500."""
+    if isinstance(exc, RPCError):
+        if exc.status not in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}:
+            raise exc
+        error = temporal_unavailable()
+    elif isinstance(exc, TemporalUnavailable):
+        error = temporal_unavailable()
+    else:
+        error = database_unavailable()
+    log.warning("dependency unavailable", error=error.error, path=request.url.path)
+    return error_response(error, getattr(request.state, "response_headers", None))
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Starlette:
@@ -121,7 +139,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
 
     app = Starlette(
         routes=[
-            Route("/healthz", _health),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
             Route(
                 "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
             ),
@@ -159,6 +178,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             ApiError: handle_api_error,
             HTTPException: _http_error,
             QueryRejected: _query_rejected,
+            RPCError: _dependency_down,
+            TemporalUnavailable: _dependency_down,
+            **dict.fromkeys(DATABASE_DOWN, _dependency_down),
         },
         lifespan=lifespan,
     )

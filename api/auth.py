@@ -9,7 +9,7 @@ import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.requests import Request
 
-from api.errors import unauthorized
+from api.errors import DATABASE_DOWN, unauthorized
 from tollway.admin import find_token, find_token_by_id, hash_token
 
 
@@ -31,13 +31,22 @@ def bearer_token(request: Request) -> str | None:
 
 class TokenResolver:
     """Resolves API tokens to principals. A small TTL cache keeps the database off the hot
-    path; a revoked token stops working within ``ttl`` seconds."""
+    path; a revoked token stops working within ``ttl`` seconds.
 
-    def __init__(self, engine: Engine, ttl: float, max_entries: int = 10_000) -> None:
+    While the database does not answer, a token verified within the last ``stale`` seconds
+    keeps working from what was last verified (a short outage costs callers nothing); one
+    never verified, or verified longer ago, gets a 503. Revocation still wins within ``ttl``
+    whenever the database answers."""
+
+    def __init__(
+        self, engine: Engine, ttl: float, max_entries: int = 10_000, stale: float = 300.0
+    ) -> None:
         self._engine = engine
         self._ttl = ttl
+        self._stale = stale
         self._max = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._verified: dict[str, tuple[float, Principal]] = {}
 
     def _lookup(self, token: str) -> Principal | None:
         row = find_token(self._engine, token)
@@ -51,10 +60,22 @@ class TokenResolver:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        principal = await anyio.to_thread.run_sync(self._lookup, token)
+        try:
+            principal = await anyio.to_thread.run_sync(self._lookup, token)
+        except DATABASE_DOWN:
+            known = self._verified.get(key)
+            if known is not None and now - known[0] <= self._stale:
+                return known[1]
+            raise
         if len(self._cache) >= self._max:
             self._cache.clear()
+        if len(self._verified) >= self._max:
+            self._verified.clear()
         self._cache[key] = (now + self._ttl, principal)
+        if principal is None:
+            self._verified.pop(key, None)
+        else:
+            self._verified[key] = (now, principal)
         return principal
 
     async def active(self, token_id: str, scope: str) -> bool:

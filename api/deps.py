@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from activities.local_provider import LocalPaymentProvider
 from api.auth import TokenResolver
+from api.errors import DATABASE_DOWN
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.service import ExecutionService
@@ -21,11 +22,13 @@ from tollway.settings import Settings, secret_value
 
 
 class WorkflowCatalog:
-    """Current workflow versions, cached for a few seconds (edits apply within ``ttl``)."""
+    """Current workflow versions, cached for a few seconds (edits apply within ``ttl``); while
+    the database is down, what was read within ``stale`` seconds is used."""
 
-    def __init__(self, engine: Engine, ttl: float) -> None:
+    def __init__(self, engine: Engine, ttl: float, stale: float = 300.0) -> None:
         self._engine = engine
         self._ttl = ttl
+        self._stale = stale
         self._cache: dict[str, tuple[float, WorkflowRecord | None]] = {}
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
@@ -35,7 +38,12 @@ class WorkflowCatalog:
             return hit[1]
         record = None
         if len(workflow_id) <= 40:
-            record = await anyio.to_thread.run_sync(find_workflow, self._engine, workflow_id)
+            try:
+                record = await anyio.to_thread.run_sync(find_workflow, self._engine, workflow_id)
+            except DATABASE_DOWN:
+                if hit is not None and now - hit[0] <= self._stale:
+                    return hit[1]
+                raise
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[workflow_id] = (now + self._ttl, record)

@@ -7,7 +7,8 @@
       ├─ 404 not_found
       ├─ 413 payload_too_large
       ├─ 429 rate_limited         (with Retry-After)
-      └─ 503 temporal_unavailable (the execution may exist; retry with the same key)
+      ├─ 503 temporal_unavailable (the execution may exist; retry with the same key)
+      └─ 503 database_unavailable (Tollway's database did not answer; retry)
 
 ``code`` is the HTTP status (an integer, as in the success envelope); ``error`` is the
 machine-readable reason; ``errors`` names each bad field.
@@ -24,6 +25,27 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.request_id import current_request_id
+from tollway.outage import DATABASE_DOWN
+
+__all__ = ["DATABASE_DOWN"]
+
+
+def database_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        "Tollway's database did not answer; nothing was changed. Retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
+def temporal_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "temporal_unavailable",
+        "Temporal did not answer in time; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
 
 
 @dataclass

@@ -40,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
+from tollway.outage import DATABASE_DOWN
 from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow
 from workflows.models import (
@@ -186,6 +187,10 @@ class ExecutionService:
         self._task_queue = task_queue
         self._deadline = request_deadline
         self._query_timeout = timedelta(seconds=query_timeout)
+
+    @property
+    def client(self) -> Client:
+        return self._client
 
     # -- create -----------------------------------------------------------------------------
 
@@ -377,7 +382,10 @@ class ExecutionService:
         if self._ledger is None:
             return
         ids = [i["id"] for i in items if i["paymentStatus"] not in _SETTLED_PAYMENT]
-        found = await anyio.to_thread.run_sync(self._ledger.settlements, ids)
+        try:
+            found = await anyio.to_thread.run_sync(self._ledger.settlements, ids)
+        except DATABASE_DOWN:
+            return
         for item in items:
             settlement = found.get(item["id"])
             if settlement is None:
@@ -403,7 +411,10 @@ class ExecutionService:
         view = await self._workflow_view(eid)
         if view is None or not _may_settle_later(view) or self._ledger is None:
             return view
-        found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
+        try:
+            found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
+        except DATABASE_DOWN:
+            return view  # what the workflow recorded; the ledger's addition comes back later
         return _settle(view, found.get(eid))
 
     async def _workflow_view(self, eid: str) -> ExecutionView | None:

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     rate_limit_storage: str = "memory://"
     auth_cache_seconds: float = Field(default=5.0, ge=0)
+    # While the database is down, tokens and workflows verified this recently keep working.
+    auth_stale_seconds: float = Field(default=300.0, ge=0)
     http_allow: str = ""  # SSRF guard exceptions: host, host:port or CIDR, comma-separated
     python_activities: str = ""  # name=package.module:function, comma-separated
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.policies import (
         CALL_TIMEOUT,
+        CHECKOUT_DEADLINE,
         CHECKOUT_RETRY,
         LEDGER_TIMEOUT,
         MONEY_RETRY,
@@ -56,6 +57,7 @@ class PaymentPhase(ExecutionBase):
                     requested_at=workflow.now(),
                 ),
                 start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=CHECKOUT_DEADLINE,
                 retry_policy=CHECKOUT_RETRY,
             )
         except ActivityError as err:

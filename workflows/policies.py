@@ -26,9 +26,18 @@ LEDGER_TIMEOUT = timedelta(seconds=5)
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
 # The same for tasks queued to a dead worker's sticky queue (the SDK's default is 10 s).
 STICKY_SCHEDULE_TO_START = timedelta(seconds=3)
-CHECKOUT_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
-# Money must move eventually: refunds and ledger writes retry until they succeed, visible to
-# operators in the Temporal UI as a retrying activity if a provider keeps refusing.
+# Opening a checkout retries through outages of Tollway's database or the provider (capped
+# backoff, for up to CHECKOUT_DEADLINE); a provider that refuses it (a business error) ends
+# the execution at once.
+CHECKOUT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["ProviderRefused"],
+)
+CHECKOUT_DEADLINE = timedelta(hours=2)
+# Money must move eventually: refunds, ledger writes and slot bookkeeping retry until they
+# succeed (no attempt limit, capped backoff), visible to operators in the Temporal UI as a
+# retrying activity -- and listed by `tollway admin reconcile` -- if a provider keeps refusing.
 MONEY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=10)
 )
