@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean browser postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ browser:  ## Debian's Chromium for the checkout browser test (skipped, with a re
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get install -y -q chromium >/dev/null; } || echo "chromium unavailable: browser test will be skipped"
 
-test: lint browser  ## lint, type-check, then the whole suite against a real Temporal dev server
+postgres:  ## Debian's PostgreSQL server binaries for the database-outage test (skipped without them)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get install -y -q postgresql >/dev/null; } || echo "postgresql unavailable: the outage test will be skipped"
+
+test: lint browser postgres  ## lint, type-check, then the whole suite against a real Temporal dev server
 	$(BIN)/pytest
 
 bench: $(STAMP)  ## HTTP layer vs the raw Temporal client, side by side in one run
