@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from tollway import admin
 from tollway.codec import with_codec
 from tollway.definitions import parse_definition
 from tollway.ids import execution_id
+from tollway.settings import Settings
 from tollway.tables import Order
 
 T = TypeVar("T")
@@ -111,6 +113,20 @@ async def create(
         json=body(**overrides),
         headers=tenant.auth,
     )
+
+
+@asynccontextmanager
+async def api_client(
+    settings: Settings, client: Client, engine: Engine, timeout: float = 5.0
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with these settings, driven in the test's event loop."""
+    from api.app import build_deps, create_app
+
+    app = create_app(settings, build_deps(settings, client, engine))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tollway.test", timeout=timeout
+    ) as http:
+        yield http
 
 
 async def eventually(

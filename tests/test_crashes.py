@@ -19,9 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
 
-from api.app import build_deps, create_app
 from tests.conftest import make_settings
-from tests.helpers import GREETING, Tenant, create, eventually, wait_status
+from tests.helpers import GREETING, Tenant, api_client, create, eventually, wait_status
 from tests.money import capture, completed, send
 from tests.servers import serve
 from tests.test_worker_outage import worker_process
@@ -55,10 +54,7 @@ def crash_settings(database_url: str, temporal_address: str) -> Settings:
 async def crash_http(
     client: Client, engine: Engine, crash_settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(crash_settings, build_deps(crash_settings, client, engine))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tollway.test", timeout=30
-    ) as http:
+    async with api_client(crash_settings, client, engine, timeout=30) as http:
         yield http
 
 

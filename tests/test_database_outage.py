@@ -28,9 +28,8 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api.app import build_deps, create_app
 from tests.conftest import make_settings
-from tests.helpers import Tenant, create, key, make_tenant, view
+from tests.helpers import Tenant, api_client, create, key, make_tenant, view
 from tests.money import assert_tenant_money_invariants, capture, completed, send
 from tests.test_worker_outage import worker_process
 from tollway.db import create_schema, make_engine
@@ -124,10 +123,7 @@ def pg_settings(cluster: Cluster, temporal_address: str) -> Settings:
 async def pg_http(
     client: Client, pg_settings: Settings, outage_engine: Engine
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(pg_settings, build_deps(pg_settings, client, outage_engine))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tollway.test", timeout=60
-    ) as http:
+    async with api_client(pg_settings, client, outage_engine, timeout=60) as http:
         yield http
 
 

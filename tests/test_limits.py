@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api.app import build_deps, create_app
+from api.app import create_app
 from tests.conftest import make_settings
-from tests.helpers import Tenant, create, eventually
+from tests.helpers import Tenant, api_client, create, eventually
 from tests.money import send
 from tests.servers import serve
 from tollway.settings import Settings
@@ -42,10 +42,7 @@ def limited_settings(database_url: str, temporal_address: str, settings: Setting
 async def limited(
     client: Client, engine: Engine, limited_settings: Settings, worker: Worker
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(limited_settings, build_deps(limited_settings, client, engine))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tollway.test"
-    ) as http:
+    async with api_client(limited_settings, client, engine) as http:
         yield http
 
 

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from api.app import build_deps, create_app
 from tests.conftest import make_settings
 from tests.helpers import (
     PAYLOAD_KEYS,
     Tenant,
+    api_client,
     count_workflows,
     create,
     eventually,
@@ -68,10 +68,7 @@ def outage_settings(database_url: str, temporal_address: str) -> Settings:
 async def outage_http(
     client: Client, outage_settings: Settings, engine: Engine
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(outage_settings, build_deps(outage_settings, client, engine))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tollway.test"
-    ) as http:
+    async with api_client(outage_settings, client, engine) as http:
         yield http
 
 
