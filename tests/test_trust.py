@@ -223,6 +223,27 @@ def test_compose_takes_orders_only_through_stripe(repo_root: Path) -> None:
         assert "TOLLWAY_LOCAL_WEBHOOK_SECRET" not in env
     with pytest.raises(ValueError, match="TOLLWAY_PAYMENT_PROVIDER"):
         Settings.model_validate({"env": "production", "payment_provider": "local"})
+    # With every required variable given a value, both processes have what they need.
+    from tollway.codec import new_key_entry
+    from tollway.org_secrets import new_key
+
+    env = compose["services"]["api"]["environment"]
+    values = {
+        "TOLLWAY_PAYLOAD_KEYS": new_key_entry(),
+        "TOLLWAY_SECRETS_KEY": new_key(),
+        "TOLLWAY_STRIPE_API_KEY": "sk_live_0123456789abcdef",
+    }
+    resolved = {
+        name: values.get(name, "a-long-enough-value-0123456789")
+        if isinstance(value, str) and value.startswith("${")
+        else value
+        for name, value in env.items()
+    }
+    settings = Settings.model_validate(
+        {k.removeprefix("TOLLWAY_").lower(): v for k, v in resolved.items()}
+    )
+    settings.require("api")
+    settings.require("worker")
 
 
 # -- 2 and 4. the local checkout pays only local orders; only the order's checkout pays ------
