@@ -222,3 +222,26 @@ async def test_database_killed_under_load_costs_503s_and_retries_never_500s_or_m
     for eid in ids:
         counted = await client.count_workflows(f"WorkflowId = '{eid}'")
         assert counted.count == 1
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() -> None:
+    import structlog
+    from sqlalchemy.exc import OperationalError
+    from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+    from tollway.outage import OutageLog
+
+    outage = OutageLog("database")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):  # five failed attempts of ledger activities
+            with pytest.raises(ApplicationError) as failed, outage.watch():
+                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+            assert failed.value.category == ApplicationErrorCategory.BENIGN
+            assert not failed.value.non_retryable
+        for _ in range(3):  # then it answers again
+            with outage.watch():
+                pass
+    assert [entry["event"] for entry in logs] == [
+        "database unavailable",
+        "database available again",
+    ]
