@@ -41,6 +41,7 @@ from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
 from tollway.outage import DATABASE_DOWN
+from tollway.temporal import TemporalUnreachable
 from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow
 from workflows.models import (
@@ -65,7 +66,7 @@ class IdempotencyKeyReused(Exception):
     """The key was used before with a different request."""
 
 
-class TemporalUnavailable(Exception):
+class TemporalUnavailable(TemporalUnreachable):
     """Temporal or the worker did not answer within the request deadline."""
 
 
@@ -399,6 +400,32 @@ class ExecutionService:
             if note is not None:
                 item["paymentStatus"] = PaymentStatus.REFUNDED.value
                 item["statusReason"] = with_note(item["statusReason"], note)
+
+    async def list_for_operator(
+        self, workflow_id: str, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Executions of one published workflow, every organization's (operators only)."""
+        query = (
+            f"WorkflowType = 'TollwayExecution' "
+            f"AND {sa.PUBLIC_WORKFLOW_ID.name} = {_quote(workflow_id)}"
+        )
+        if status:
+            query += f" AND {sa.STATUS.name} = {_quote(status)}"
+        rows: list[dict[str, Any]] = []
+        async with temporal_call(self._deadline):
+            async for execution in self._client.list_workflows(query, limit=limit):
+                attrs = execution.typed_search_attributes
+                rows.append(
+                    {
+                        "id": execution.id,
+                        "organizationId": attrs.get(sa.ORGANIZATION_ID),
+                        "status": attrs.get(sa.STATUS),
+                        "paymentStatus": attrs.get(sa.PAYMENT_STATUS),
+                        "temporalStatus": execution.status.name if execution.status else None,
+                        "createdAt": _rfc3339(execution.start_time),
+                    }
+                )
+        return rows
 
     # -- view -------------------------------------------------------------------------------
 

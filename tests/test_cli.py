@@ -193,8 +193,15 @@ def test_bad_definition_file_names_the_field_and_stores_nothing(
         database_url, "admin", "workflow", "create", "--org", org.id, "--file", str(path), "--json"
     )
     assert result.returncode == 2
-    assert expected in result.stderr, result.stderr
+    # Under --json the error is JSON too, on stdout; without it, lines on stderr.
+    error = json.loads(result.stdout)
+    assert error["error"] == "invalid workflow definition"
+    assert any(expected in detail for detail in error["details"]), error
     assert "Traceback" not in result.stderr
+    plain = tollway(
+        database_url, "admin", "workflow", "create", "--org", org.id, "--file", str(path)
+    )
+    assert plain.returncode == 2 and expected in plain.stderr, plain.stderr
     assert admin.list_workflows(engine, org.id) == []
 
 

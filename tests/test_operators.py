@@ -138,3 +138,84 @@ async def test_failed_execution_is_a_failed_workflow_in_temporal(
     await asyncio.sleep(0)
     again = (await http.get(f"/v1/public/executions/{eid}", headers=tenant.auth)).json()
     assert again["data"]["execution"]["statusReason"] == done["statusReason"]
+
+
+def admin_cli(
+    database_url: str, temporal_address: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from tollway.cli import main; main()", "admin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "DATABASE_URL": database_url,
+            "TEMPORAL_ADDRESS": temporal_address,
+            "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+
+
+async def test_operator_cli_lists_shows_and_cancels_executions(
+    http: httpx.AsyncClient,
+    engine: Engine,
+    tenant: Tenant,
+    database_url: str,
+    temporal_address: str,
+) -> None:
+    wf = tenant.workflow(DELAYED)
+    execution = await start(http, tenant, wf)
+    await pay_via_webhook(http, engine, execution)
+    await wait_status(http, execution["id"], tenant.auth, "workflow_running")
+
+    def run(*args: str) -> Any:
+        result = admin_cli(database_url, temporal_address, "executions", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    listed = await eventually(
+        lambda: asyncio.to_thread(run, "list", "--workflow", wf),
+        lambda rows: [r["status"] for r in rows] == ["workflow_running"],
+    )
+    assert [(r["id"], r["status"]) for r in listed] == [(execution["id"], "workflow_running")]
+    # In a thread: the worker serving these executions runs in this test's event loop.
+    shown = await asyncio.to_thread(run, "show", execution["id"])
+    assert shown["execution"]["status"] == "workflow_running"
+    assert shown["ledger"]["order"]["status"] == "paid"
+    assert len(shown["ledger"]["payments"]) == 1
+    cancelled = await asyncio.to_thread(
+        run, "cancel", execution["id"], "--reason", "customer asked"
+    )
+    assert cancelled["execution"]["status"] == "workflow_cancelled"
+    assert cancelled["execution"]["paymentStatus"] == "refunded"
+    assert "customer asked" in cancelled["execution"]["statusReason"]
+    again = await asyncio.to_thread(
+        admin_cli,
+        database_url,
+        temporal_address,
+        "executions",
+        "cancel",
+        execution["id"],
+        "--reason",
+        "x",
+    )
+    assert again.returncode == 0  # the same cancellation, answered again
+    missing = admin_cli(database_url, temporal_address, "executions", "show", "exe_nope", "--json")
+    assert missing.returncode == 2 and "does not exist" in json.loads(missing.stdout)["error"]
+
+
+def test_operator_cli_says_in_one_line_what_does_not_answer(
+    database_url: str, temporal_address: str
+) -> None:
+    down = admin_cli(database_url, "127.0.0.1:1", "executions", "show", "exe_x")
+    assert down.returncode == 3
+    assert down.stderr.strip() == "error: Temporal at 127.0.0.1:1 did not answer; retry later"
+    as_json = admin_cli(database_url, "127.0.0.1:1", "executions", "show", "exe_x", "--json")
+    assert json.loads(as_json.stdout) == {
+        "error": "Temporal at 127.0.0.1:1 did not answer; retry later"
+    }
+    no_db = admin_cli("postgresql://postgres@127.0.0.1:1/none", temporal_address, "org", "list")
+    assert no_db.returncode == 3
+    [line] = no_db.stderr.strip().splitlines()
+    assert line.startswith("error: the database did not answer")

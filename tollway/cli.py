@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
+from temporalio.service import RPCError, RPCStatusCode
 
 from tollway import admin
 from tollway.db import create_schema, make_engine
 from tollway.definition_files import load_definition_file
 from tollway.definitions import DefinitionError, WorkflowDefinition
 from tollway.org_secrets import SecretError
+from tollway.outage import DATABASE_DOWN
 from tollway.settings import SettingsError, get_settings, settings_for
 from tollway.settle import SettleError
 from tollway.tables import Organization
+from tollway.temporal import TemporalUnreachable
 
 
 def _out(value: Any, as_json: bool, text: str) -> None:
@@ -85,8 +88,10 @@ def _admin(args: argparse.Namespace) -> int:
         return _reconcile(args, engine)
     elif what == "secret":
         return _secret(args, engine)
-    elif what == "executions" and action == "refund":
-        return _refund(args, engine)
+    elif what == "executions":
+        from tollway import cli_executions
+
+        return cli_executions.run(args, engine)
     elif what == "workflow" and action == "create":
         definition = load_definition_file(Path(args.file))
         wf = admin.create_workflow(engine, args.org, definition)
@@ -156,35 +161,6 @@ def _secret(args: argparse.Namespace, engine: Any) -> int:
         if not store.delete(args.org, args.name):
             raise admin.AdminError(f"organization {args.org!r} has no secret {args.name!r}")
         _out({"name": args.name, "deleted": True}, args.json, f"deleted secret {args.name}")
-    return 0
-
-
-def _refund(args: argparse.Namespace, engine: Any) -> int:
-    import asyncio
-
-    from tollway.settle import refund_execution
-    from tollway.temporal import connect
-    from worker.main import build_provider
-
-    settings = get_settings()
-
-    async def run() -> Any:
-        client = await connect(settings)
-        provider = build_provider(settings, engine)
-        return await refund_execution(engine, client, provider, args.id, args.reason)
-
-    done = asyncio.run(run())
-    _out(
-        {
-            "executionId": done.execution_id,
-            "paymentReference": done.payment_reference,
-            "refundReference": done.refund_reference,
-            "alreadyRefunded": done.already,
-        },
-        args.json,
-        f"{'already refunded' if done.already else 'refunded'} {done.payment_reference} "
-        f"of {done.execution_id} ({done.refund_reference})",
-    )
     return 0
 
 
@@ -276,15 +252,9 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--org", required=True)
     drop.add_argument("name")
 
-    exe = what.add_parser("executions").add_subparsers(dest="action", required=True)
-    refund = action(
-        exe,
-        "refund",
-        "refund a closed execution's payment through the provider (e.g. one terminated in "
-        "Temporal); a second call is a no-op",
-    )
-    refund.add_argument("id")
-    refund.add_argument("--reason", required=True)
+    from tollway import cli_executions
+
+    cli_executions.add_parsers(what, action)
 
     rec = action(
         what,
@@ -311,6 +281,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(
+    args: argparse.Namespace, message: str, code: int, details: Sequence[str] = ()
+) -> int:
+    """One clear line (and the details) on stderr, or under --json one JSON object."""
+    if getattr(args, "json", False):
+        payload: dict[str, Any] = {"error": message}
+        if details:
+            payload["details"] = list(details)
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        prefix = "" if message.startswith("tollway ") else "error: "
+        sys.stderr.write(prefix + message + ("".join(f"\n  {d}" for d in details)) + "\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     code = 0
@@ -331,16 +316,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             code = run_dev()
     except DefinitionError as exc:
-        sys.stderr.write("invalid workflow definition:\n")
-        for path, message in exc.errors:
-            sys.stderr.write(f"  {path}: {message}\n")
-        code = 2
-    except (admin.AdminError, SecretError, SettleError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        code = 2
+        lines = [f"{path}: {message}" for path, message in exc.errors]
+        code = _fail(args, "invalid workflow definition", 2, lines)
+    except (admin.AdminError, SecretError, SettleError, LookupError) as exc:
+        code = _fail(args, str(exc).strip("'\""), 2)
     except SettingsError as exc:
-        sys.stderr.write(f"tollway {args.command}: {exc}\n")
-        code = 2
+        code = _fail(args, f"tollway {args.command}: {exc}", 2)
+    except DATABASE_DOWN as exc:
+        code = _fail(args, f"the database did not answer ({type(exc).__name__}); retry later", 3)
+    except (TemporalUnreachable, RPCError) as exc:
+        if isinstance(exc, RPCError) and exc.status != RPCStatusCode.UNAVAILABLE:
+            raise
+        address = get_settings().temporal_address
+        code = _fail(args, f"Temporal at {address} did not answer; retry later", 3)
     sys.stdout.flush()
     sys.stderr.flush()
     # A process that used a temporalio client can crash at interpreter exit (sdk-python#300);

@@ -17,9 +17,18 @@ def data_converter(settings: Settings) -> DataConverter:
     return with_codec(pydantic_data_converter, settings.payload_keys.get_secret_value())
 
 
+class TemporalUnreachable(Exception):
+    """Temporal did not answer (at connect, or within a call's deadline)."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
-    )
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=data_converter(settings),
+        )
+    except RuntimeError as err:  # the SDK's "Failed client connect"
+        raise TemporalUnreachable(
+            f"Temporal at {settings.temporal_address} did not answer"
+        ) from err
