@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.local_provider import LocalPaymentProvider
 from api import checkout_page, codec_routes, health, routes, tracking_routes, webhooks
+from api.access_log import AccessLogMiddleware
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
 from api.errors import (
@@ -38,6 +39,7 @@ from api.service import ExecutionService, QueryRejected, TemporalUnavailable
 from api.streams import StreamSlots
 from tollway.db import create_schema, make_engine
 from tollway.ledger import OrderLedger
+from tollway.logging import configure_logging
 from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
 
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
     settings = settings or get_settings()
     if deps is None:
         settings.require("api")  # a clear SettingsError before any connection is made
+        configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -173,7 +176,11 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             *(checkout_page.routes() if settings.payment_provider == "local" else []),
             *codec_routes.routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(FaultMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(AccessLogMiddleware),
+            Middleware(FaultMiddleware),
+        ],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,

@@ -34,7 +34,7 @@ class RequestIdMiddleware:
                 break
         request_id = incoming if _SANE.match(incoming) else f"req_{uuid.uuid4().hex}"
         token = _request_id.set(request_id)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(requestId=request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -44,5 +44,5 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("requestId")
             _request_id.reset(token)

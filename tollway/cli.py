@@ -281,9 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(
-    args: argparse.Namespace, message: str, code: int, details: Sequence[str] = ()
-) -> int:
+def _fail(args: argparse.Namespace, message: str, code: int, details: Sequence[str] = ()) -> int:
     """One clear line (and the details) on stderr, or under --json one JSON object."""
     if getattr(args, "json", False):
         payload: dict[str, Any] = {"error": message}
@@ -306,7 +304,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             import uvicorn
 
             settings_for("api")
-            uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
+            # Our own access log (request id, redacted query) replaces uvicorn's, which
+            # would write ?client_token=… into the log.
+            uvicorn.run(
+                "api.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                access_log=False,
+                log_config=None,
+            )
         elif args.command == "worker":
             from worker.main import main as worker_main
 

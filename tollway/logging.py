@@ -1,4 +1,7 @@
-"""Structured logging (JSON lines to stderr) shared by every process."""
+"""Logging shared by every process: JSON lines on stderr when it is not a terminal (console
+rendering on a terminal), through one pipeline for Tollway's own structlog loggers and the
+standard library's (uvicorn, temporalio, SQLAlchemy). Context bound per request (``requestId``,
+``executionId``) appears on every line logged while it is handled."""
 
 from __future__ import annotations
 
@@ -7,17 +10,44 @@ import sys
 
 import structlog
 
+SHARED: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+
+def configure_logging(level: int = logging.INFO, json_lines: bool | None = None) -> None:
+    json_lines = not sys.stderr.isatty() if json_lines is None else json_lines
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[*SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=SHARED,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # The API logs requests itself (api/access_log.py: request id, redacted query); uvicorn's
+    # access log would write ?client_token=… as it came.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
