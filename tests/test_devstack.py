@@ -80,6 +80,7 @@ def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         demo = json.loads((tmp_path / "var" / "demo.json").read_text())
         assert demo["token"] in banner and demo["pricedWorkflowId"] in banner
+        assert demo["operatorToken"] in banner and "/codec/login" in banner
         assert "curl" in banner
         wait_http(f"{api}/healthz")
         auth = {"Authorization": f"Bearer {demo['token']}"}

@@ -89,10 +89,7 @@ def dev_secrets(path: Path = SECRETS_FILE) -> dict[str, str]:
     missing = {name: prefix for name, prefix in DEV_SECRETS.items() if not stored.get(name)}
     if missing:
         stored.update({name: _generate(prefix) for name, prefix in missing.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(stored, out, indent=2)
+        _write_private(path, stored)
     path.chmod(0o600)
     return stored
 
@@ -104,6 +101,9 @@ def seed_demo(engine: Engine, path: Path = DEMO_FILE) -> dict[str, str]:
         if admin.find_token(engine, demo["token"]) and admin.find_workflow(
             engine, demo["pricedWorkflowId"]
         ):
+            if not demo.get("operatorToken"):  # demos made before operator tokens existed
+                demo["operatorToken"] = _operator_token(engine, demo["organizationId"])
+                _write_private(path, demo)
             return demo
     org = admin.find_organization_by_name(engine, "Demo") or admin.create_organization(
         engine, "Demo"
@@ -116,11 +116,24 @@ def seed_demo(engine: Engine, path: Path = DEMO_FILE) -> dict[str, str]:
         "token": token,
         "freeWorkflowId": free.id,
         "pricedWorkflowId": priced.id,
+        "operatorToken": _operator_token(engine, org.id),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(demo, indent=2))
-    path.chmod(0o600)
+    _write_private(path, demo)
     return demo
+
+
+def _operator_token(engine: Engine, organization_id: str) -> str:
+    """A token that may only decode payloads (the Temporal UI's codec), for the operator."""
+    _row, token = admin.create_token(engine, organization_id, "50/second", ("codec",))
+    return token
+
+
+def _write_private(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(values, out, indent=2)
+    path.chmod(0o600)
 
 
 async def _wait_for_temporal(deadline: float) -> None:
@@ -226,9 +239,11 @@ def _banner(demo: dict[str, str], api_port: int, ui_port: int) -> None:
     _say()
     _say("Tollway is running.")
     _say(f"  API          {base}")
-    _say(f"  Temporal UI  http://127.0.0.1:{ui_port}")
+    _say(f"  Temporal UI  http://127.0.0.1:{ui_port}  (payloads are encrypted: to read them,")
+    _say(f"               sign in at {base}/codec/login with the operator token below)")
     _say(f"  Demo org     {demo['organizationId']}")
     _say(f"  API token    {demo['token']}")
+    _say(f"  Operator     {demo.get('operatorToken', '')}  (codec scope only)")
     _say(f"  Free         {demo['freeWorkflowId']}")
     _say(f"  Priced       {demo['pricedWorkflowId']}  (5.00 USD)")
     _say()
