@@ -32,6 +32,7 @@ from api.errors import (
     handle_api_error,
     temporal_unavailable,
 )
+from api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         routes=[
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
+            Route("/metrics", metrics_endpoint),
             Route(
                 "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
             ),
@@ -178,6 +180,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware),
             Middleware(AccessLogMiddleware),
             Middleware(FaultMiddleware),
         ],
@@ -193,4 +196,5 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
     )
     if deps is not None:
         app.state.deps = deps
+    app.state.metrics = Metrics()
     return app

@@ -108,6 +108,9 @@ def error_response(exc: ApiError, extra_headers: dict[str, str] | None = None) -
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and 400 <= exc.status < 500:
+        metrics.client_errors.labels(exc.error).inc()
     return error_response(exc, getattr(request.state, "response_headers", None))
 
 

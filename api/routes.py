@@ -96,6 +96,7 @@ async def create_execution(request: Request) -> JSONResponse:
             headers={"Idempotency-Key": key, "Retry-After": "1"},
         ) from None
     view = outcome.view
+    request.app.state.metrics.creates.labels("replayed" if outcome.replayed else "created").inc()
     if outcome.replayed:
         headers = {**headers, "Idempotent-Replayed": "true"}
     token = issue(deps.client_token_secret, view.id, deps.settings.client_token_ttl_seconds)

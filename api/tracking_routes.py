@@ -41,7 +41,13 @@ async def stream_events(request: Request) -> Response:
     shape(first)  # authorization before the stream starts
     presented = bearer_token(request) or request.query_params.get("client_token") or ""
     token_key = hashlib.sha256(presented.encode()).hexdigest()
-    release = deps.streams.take(token_key, client_address(request))  # 429 when capped
+    freed = deps.streams.take(token_key, client_address(request))  # 429 when capped
+    gauge = request.app.state.metrics.streams_open
+    gauge.inc()
+
+    def release() -> None:
+        freed()
+        gauge.dec()
 
     async def events() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

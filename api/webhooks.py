@@ -29,6 +29,7 @@ async def receive_payment_event(request: Request) -> JSONResponse:
             raw, request.headers.get("stripe-signature"), webhook_secrets(deps.settings, provider)
         )
     except InvalidSignature as exc:
+        request.app.state.metrics.webhooks.labels(provider, "invalid_signature").inc()
         raise bad_request(
             "Webhook signature verification failed.",
             [FieldError("Stripe-Signature", str(exc))],
@@ -40,6 +41,7 @@ async def receive_payment_event(request: Request) -> JSONResponse:
         raise ApiError(
             503, "temporal_unavailable", "The event could not be delivered now; retry later."
         ) from None
+    request.app.state.metrics.webhooks.labels(provider, outcome).inc()
     return JSONResponse(
         envelope(200, "success", {"received": True, "outcome": outcome}),
         headers=request.state.response_headers,

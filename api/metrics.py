@@ -1,0 +1,101 @@
+"""Prometheus metrics of the API, served at ``GET /metrics`` (restrict it at the proxy).
+
+One registry per app: requests and latency by route template and status, creates and replays,
+client errors by reason, payment webhooks by outcome, open event streams.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tollway_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tollway_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.creates = Counter(
+            "tollway_creates",
+            "Execution creates answered, by outcome (created, replayed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.client_errors = Counter(
+            "tollway_client_errors",
+            "4xx answers by machine-readable reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "tollway_payment_webhooks",
+            "Payment webhooks by provider and outcome.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.streams_open = Gauge(
+            "tollway_sse_streams_open", "Event streams open now.", registry=self.registry
+        )
+
+
+def _route(app: ASGIApp, scope: Scope) -> str:
+    for route in getattr(app, "routes", []):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                route, method = _route(scope["app"].router, scope), scope.get("method", "")
+                metrics.requests.labels(route, method, str(status)).inc()
+                metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""The API's Prometheus metrics, scraped the way Prometheus does."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tests.helpers import Tenant, api_client, create, key
+from tests.money import send
+from tollway.settings import Settings
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_count_requests_creates_errors_and_webhooks(
+    client: Client, engine: Engine, settings: Settings, tenant: Tenant, worker: Worker
+) -> None:
+    async with api_client(settings, client, engine) as http:  # a fresh app: fresh counters
+        idem = key()
+        assert (await create(http, tenant, tenant.free_wf, idempotencyKey=idem)).status_code == 200
+        assert (await create(http, tenant, tenant.free_wf, idempotencyKey=idem)).status_code == 200
+        assert (await create(http, tenant, "wf_missing")).status_code == 404
+        bad = await send(http, {"id": "evt_m", "type": "x"}, header="t=1,v1=00")
+        assert bad.status_code == 400
+        scraped = await http.get("/metrics")
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    got = samples(scraped.text)
+    route = "/v1/public/workflows/{id}/executions"
+    assert (
+        got[
+            (
+                "tollway_http_requests_total",
+                (("method", "POST"), ("route", route), ("status", "200")),
+            )
+        ]
+        == 2
+    )
+    assert (
+        got[
+            (
+                "tollway_http_requests_total",
+                (("method", "POST"), ("route", route), ("status", "404")),
+            )
+        ]
+        == 1
+    )
+    assert got[("tollway_creates_total", (("outcome", "created"),))] == 1
+    assert got[("tollway_creates_total", (("outcome", "replayed"),))] == 1
+    assert got[("tollway_client_errors_total", (("reason", "not_found"),))] == 1
+    assert got[("tollway_client_errors_total", (("reason", "invalid_signature"),))] == 1
+    assert (
+        got[
+            (
+                "tollway_payment_webhooks_total",
+                (("outcome", "invalid_signature"), ("provider", "local")),
+            )
+        ]
+        == 1
+    )
+    assert got[("tollway_sse_streams_open", ())] == 0
+    count = ("tollway_http_request_duration_seconds_count", (("method", "POST"), ("route", route)))
+    assert got[count] == 3
