@@ -50,6 +50,13 @@ class PaymentProvider(Protocol):
         ...
 
 
+def _count(name: str, description: str, request: ConfirmPaymentRequest | RefundRequest) -> None:
+    """A worker metric (exported with the SDK's on the worker's metrics port)."""
+    activity.metric_meter().create_counter(name, description).add(
+        1, {"provider": request.provider, "currency": request.currency}
+    )
+
+
 class PaymentActivities:
     def __init__(self, provider: PaymentProvider, ledger: OrderLedger) -> None:
         self._provider = provider
@@ -91,10 +98,14 @@ class PaymentActivities:
     def confirm_payment(self, request: ConfirmPaymentRequest) -> None:
         with self._database.watch():
             self._ledger.record_payment(request, consumed=True)
+        _count("tollway_payments_confirmed", "Payments accepted for an execution.", request)
 
     @activity.defn(name="payments.refund")
     def refund_payment(self, request: RefundRequest) -> RefundResult:
+        if activity.info().attempt > 1:
+            _count("tollway_refund_retries", "Refund attempts after the first.", request)
         with self._database.watch():
             refund_reference = self._provider.refund(request)
             self._ledger.record_refund(request, refund_reference)
-            return RefundResult(refund_reference=refund_reference)
+        _count("tollway_refunds", "Payments refunded.", request)
+        return RefundResult(refund_reference=refund_reference)

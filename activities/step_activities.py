@@ -43,6 +43,11 @@ class StepActivities:
         beating = asyncio.create_task(_heartbeat_until_cancelled())
         try:
             output = await runner(request.step, context, self._env, request.organization_id)
+        except Exception as err:
+            activity.metric_meter().create_counter(
+                "tollway_step_failures", "Failed step attempts, by step kind and error type."
+            ).add(1, {"kind": request.step.kind, "error": getattr(err, "type", None) or "error"})
+            raise
         finally:
             beating.cancel()
         budget = request.output_budget

@@ -101,6 +101,7 @@ async def main() -> None:
         "DATABASE_URL": db_url,
         "TOLLWAY_TASK_QUEUE": task_queue,
         "TOLLWAY_AUTH_CACHE_SECONDS": "5",
+        "TOLLWAY_WORKER_METRICS_PORT": "0",
     }
     engine = make_engine(db_url)
     create_schema(engine)

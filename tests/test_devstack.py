@@ -28,6 +28,7 @@ def dev_env(ports: dict[str, int]) -> dict[str, str]:
     env.pop("DATABASE_URL", None)
     env.pop("TEMPORAL_ADDRESS", None)
     env.update({f"TOLLWAY_DEV_{name}_PORT": str(port) for name, port in ports.items()})
+    env["TOLLWAY_WORKER_METRICS_PORT"] = str(free_port())
     return env
 
 

@@ -33,7 +33,7 @@ from tollway.settings import Settings
 
 
 @contextmanager
-def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(settings: Settings, metrics_port: int = 0) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": settings.temporal_address,
@@ -41,6 +41,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "TOLLWAY_TASK_QUEUE": settings.task_queue,
         "TOLLWAY_HTTP_ALLOW": settings.http_allow,
         "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
+        "TOLLWAY_WORKER_METRICS_PORT": str(metrics_port),
     }
     proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stderr=subprocess.PIPE)
     try:

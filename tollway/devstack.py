@@ -167,6 +167,9 @@ def run_dev() -> int:
         "Temporal": settings.dev_temporal_port,
         "Temporal UI": settings.dev_ui_port,
         "API": settings.dev_api_port,
+        **(
+            {"worker metrics": settings.worker_metrics_port} if settings.worker_metrics_port else {}
+        ),
     }
     busy = [f"{port} ({name})" for name, port in ports.items() if _port_in_use(port)]
     if busy:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     http_allow: str = ""  # SSRF guard exceptions: host, host:port or CIDR, comma-separated
     python_activities: str = ""  # name=package.module:function, comma-separated
 
+    # The worker's /metrics, /healthz and /readyz (0 turns them off).
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+
     # Ports of `tollway dev` (all on 127.0.0.1).
     dev_temporal_port: int = 7233
     dev_ui_port: int = 8233

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 
 from tollway.codec import with_codec
 from tollway.settings import Settings
@@ -21,12 +22,13 @@ class TemporalUnreachable(Exception):
     """Temporal did not answer (at connect, or within a call's deadline)."""
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=data_converter(settings),
+            runtime=runtime,
         )
     except RuntimeError as err:  # the SDK's "Failed client connect"
         raise TemporalUnreachable(

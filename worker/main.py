@@ -29,6 +29,7 @@ from tollway.logging import configure_logging
 from tollway.org_secrets import SecretStore
 from tollway.settings import Settings, SettingsError, settings_for
 from tollway.temporal import connect
+from worker.ops import free_loopback_port, metrics_runtime, ops_app, ops_server
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
 from workflows.policies import STICKY_SCHEDULE_TO_START
@@ -88,7 +89,19 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     create_schema(engine)
-    client = await connect(settings)
+    internal_port = free_loopback_port() if settings.worker_metrics_port else 0
+    runtime = metrics_runtime(internal_port) if internal_port else None
+    client = await connect(settings, runtime)
+    ops = (
+        ops_server(
+            ops_app(engine, client, internal_port),
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+        )
+        if internal_port
+        else None
+    )
+    serving = asyncio.create_task(ops.serve()) if ops else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as executor:
         provider = build_provider(settings, engine)
         worker = build_worker(
@@ -109,6 +122,9 @@ async def run_worker(settings: Settings) -> None:
         async with worker:
             await stop.wait()
             log.info("worker stopping")
+        if ops is not None and serving is not None:
+            ops.should_exit = True
+            await serving
     engine.dispose()
 
 

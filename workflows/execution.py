@@ -183,6 +183,9 @@ class ExecutionWorkflow(WorkPhase):
                 if self._cancel is None:
                     self._cancel = CancelInput(by=OPERATOR)
         view = self.view()
+        workflow.metric_meter().create_counter(
+            "tollway_executions_ended", "Executions that reached a terminal status."
+        ).add(1, {"status": view.status.value, "payment_status": view.paymentStatus.value})
         # Temporal's own status says how it ended: the UI's filters and Temporal's metrics
         # then count exactly Tollway's failures and the cancellations Temporal asked for.
         if self._operator_cancelled and self._cancel and self._cancel.by == OPERATOR:
