@@ -164,6 +164,18 @@ async def temporal_call(deadline: float) -> AsyncIterator[None]:
         raise
 
 
+def _static_details(cmd: CreateCommand) -> str:
+    """What an operator sees in the Temporal UI: ids and money, no personal data."""
+    price = cmd.workflow.definition.price
+    cost = f"{price.amount} {price.currency} (minor units)" if price else "free"
+    return (
+        f"**Workflow** {cmd.workflow.definition.name} ({cmd.workflow.id}, "
+        f"version {cmd.workflow.version})\n"
+        f"**Caller** organization {cmd.organization_id}, token {cmd.initiated_by_id}\n"
+        f"**Price** {cost}"
+    )
+
+
 def _retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
     """The SDK also stores a failed start on the operation's future; read it, so asyncio does
     not log "Future exception was never retrieved" for an error we already handle."""
@@ -229,6 +241,7 @@ class ExecutionService:
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(attributes),
             static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+            static_details=_static_details(cmd),
         )
         nonce = uuid.uuid4().hex
         # One update ID per request fingerprint: the server deduplicates replays by it, so

@@ -56,8 +56,23 @@ class ExecutionBase:
         self._state = self._state.model_copy(update={**changes, "updatedAt": workflow.now()})
         self._record()
 
+    _current_step: str | None = None
+
+    def _show_details(self) -> None:
+        """The current details the Temporal UI shows (no personal data, no history event)."""
+        lines = [
+            f"**Status** {self._state.status.value}",
+            f"**Payment** {self._state.paymentStatus.value}",
+        ]
+        if self._current_step and not self._state.status.terminal:
+            lines.append(f"**Step** {self._current_step}")
+        if self._state.statusReason:
+            lines.append(f"**Reason** {self._state.statusReason[:300]}")
+        workflow.set_current_details("\n".join(lines))
+
     def _record(self) -> None:
         """Record the state on the workflow itself, so the view survives stopped workers."""
+        self._show_details()
         workflow.upsert_memo({"state": self._state})
         workflow.upsert_search_attributes(
             [

@@ -23,6 +23,7 @@ class LatePaymentRefundWorkflow:
         return await workflow.execute_activity_method(
             PaymentActivities.refund_payment,
             request,
+            summary="refund a late payment",
             start_to_close_timeout=CALL_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )

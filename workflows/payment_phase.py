@@ -56,6 +56,7 @@ class PaymentPhase(ExecutionBase):
                     expires_at=deadline,
                     requested_at=workflow.now(),
                 ),
+                summary="open the checkout",
                 start_to_close_timeout=CALL_TIMEOUT,
                 schedule_to_close_timeout=CHECKOUT_DEADLINE,
                 retry_policy=CHECKOUT_RETRY,
@@ -117,6 +118,7 @@ class PaymentPhase(ExecutionBase):
                 amount=payment.amount,
                 currency=payment.currency,
             ),
+            summary="record the payment",
             start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
@@ -168,6 +170,7 @@ class PaymentPhase(ExecutionBase):
             await workflow.execute_activity_method(
                 PaymentActivities.record_failed_attempt,
                 self._input.execution_id,
+                summary="record a failed payment attempt",
                 start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=MONEY_RETRY,
             )
@@ -232,6 +235,7 @@ class PaymentPhase(ExecutionBase):
         await workflow.execute_activity_method(
             PaymentActivities.refund_payment,
             RefundRequest.of_notice(self._input.execution_id, notice, reason),
+            summary="refund a payment",
             start_to_close_timeout=CALL_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
@@ -252,6 +256,7 @@ class PaymentPhase(ExecutionBase):
                 checkout_session_id=session_id,
                 outcome=outcome,
             ),
+            summary="close the checkout",
             start_to_close_timeout=CALL_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )

@@ -69,6 +69,7 @@ class WorkPhase(PaymentPhase):
         await workflow.execute_activity_method(
             SlotActivities.request,
             self._slot_request(),
+            summary="ask for a concurrency slot",
             start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
@@ -133,6 +134,8 @@ class WorkPhase(PaymentPhase):
         }
         self._set(status=Status.RUNNING, startedAt=workflow.now())
         for step in definition.steps:
+            self._current_step = step.id
+            self._show_details()
             try:
                 if step.when is not None and not await self._evaluate(step.when, context, step):
                     context["steps"][step.id] = None
@@ -178,6 +181,7 @@ class WorkPhase(PaymentPhase):
                 organization_id=self._input.organization_id,
                 output_budget=output_budget(context),
             ),
+            summary=f"step {step.id} ({step.kind})",
             start_to_close_timeout=timedelta(seconds=step.timeout),
             # A worker that dies mid-step is noticed in seconds (the activity heartbeats).
             heartbeat_timeout=STEP_HEARTBEAT_TIMEOUT,
