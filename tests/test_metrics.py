@@ -69,3 +69,22 @@ async def test_metrics_count_requests_creates_errors_and_webhooks(
     assert got[("tollway_sse_streams_open", ())] == 0
     count = ("tollway_http_request_duration_seconds_count", (("method", "POST"), ("route", route)))
     assert got[count] == 3
+
+
+async def test_readyz_names_each_dependency(
+    client: Client, engine: Engine, settings: Settings
+) -> None:
+    from tollway.db import make_engine
+
+    async with api_client(settings, client, engine) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "temporal": "ok"}
+        assert (await http.get("/healthz")).text == "ok"
+    dead = make_engine("postgresql://postgres@127.0.0.1:1/none")
+    async with api_client(settings, client, dead) as http:
+        down = await http.get("/readyz")
+    assert down.status_code == 503 and down.headers["retry-after"]
+    assert down.json()["message"] == "unavailable: database"
+    assert down.json()["checks"]["temporal"] == "ok"
+    assert down.json()["checks"]["database"].startswith("unavailable")
