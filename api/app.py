@@ -125,7 +125,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
     settings = settings or get_settings()
     if deps is None:
         settings.require("api")  # a clear SettingsError before any connection is made
-        configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -198,3 +197,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         app.state.deps = deps
     app.state.metrics = Metrics()
     return app
+
+
+def serve_app() -> Starlette:
+    """The factory uvicorn runs (``tollway api``, ``tollway dev``): the process's logging set
+    up, then the app. Tests call :func:`create_app` and keep their own logging."""
+    configure_logging()
+    return create_app()

@@ -146,7 +146,7 @@ async def main() -> None:
                     sys.executable,
                     "-m",
                     "uvicorn",
-                    "api.app:create_app",
+                    "api.app:serve_app",
                     "--factory",
                     "--host",
                     "127.0.0.1",

@@ -219,3 +219,38 @@ def test_operator_cli_says_in_one_line_what_does_not_answer(
     assert no_db.returncode == 3
     [line] = no_db.stderr.strip().splitlines()
     assert line.startswith("error: the database did not answer")
+
+
+async def test_open_executions_evicted_from_the_cache_let_go_and_resume(
+    client: Client, engine: Engine, tenant: Tenant, database_url: str, temporal_address: str
+) -> None:
+    """Eviction cancels every task of a cached workflow; the execution's cancellation handling
+    must let it go (not loop: the worker would hang), and it resumes when next needed."""
+    import concurrent.futures
+
+    from activities.local_provider import LocalPaymentProvider
+    from tests.conftest import make_settings
+    from tests.helpers import api_client
+    from worker.main import build_worker
+
+    settings = make_settings(database_url, temporal_address)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        worker = build_worker(
+            client,
+            settings.task_queue,
+            LocalPaymentProvider(engine, "http://x"),
+            engine,
+            pool,
+            max_cached_workflows=1,  # each new execution evicts the one before
+        )
+        async with api_client(settings, client, engine) as http:
+            running = asyncio.create_task(worker.run())
+            opened = [await start(http, tenant, tenant.priced_wf) for _ in range(3)]
+            first = opened[0]
+            await pay_via_webhook(http, engine, first)  # evicted: replayed, then paid
+            done = await wait_status(http, first["id"], tenant.auth, "workflow_succeeded")
+            assert done["paymentStatus"] == "paid"
+            await asyncio.wait_for(worker.shutdown(), timeout=20)
+            await asyncio.wait_for(running, timeout=5)
+    for other in opened[1:]:
+        await client.get_workflow_handle(other["id"]).terminate("test done")

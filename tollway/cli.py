@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             # Our own access log (request id, redacted query) replaces uvicorn's, which
             # would write ?client_token=… into the log.
             uvicorn.run(
-                "api.app:create_app",
+                "api.app:serve_app",
                 factory=True,
                 host=args.host,
                 port=args.port,

@@ -199,7 +199,7 @@ def run_dev() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     api_command = [
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        sys.executable, "-m", "uvicorn", "api.app:serve_app", "--factory",
         "--host", "127.0.0.1", "--port", str(settings.dev_api_port), "--no-access-log",
     ]  # fmt: skip
     server_command = start_dev_command(

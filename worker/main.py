@@ -62,6 +62,7 @@ def build_worker(
     engine: Engine,
     executor: concurrent.futures.Executor,
     step_env: StepEnvironment | None = None,
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     payments = PaymentActivities(provider, OrderLedger(engine))
     steps = StepActivities(step_env)
@@ -83,6 +84,7 @@ def build_worker(
         ],
         activity_executor=executor,
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
+        max_cached_workflows=max_cached_workflows,
     )
 
 

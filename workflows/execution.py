@@ -176,9 +176,14 @@ class ExecutionWorkflow(WorkPhase):
                 await asyncio.shield(lifecycle)
                 break
             except asyncio.CancelledError:
-                # A cancellation requested in Temporal (UI, CLI, handle.cancel()) is a
-                # Tollway cancellation: the lifecycle sees it and expires the checkout,
-                # cancels the work and refunds, exactly as POST .../cancel does.
+                if lifecycle.done():
+                    if lifecycle.cancelled():
+                        raise  # evicted from the worker's cache: every task was cancelled
+                    break  # it had just ended on its own
+                # A cancellation requested in Temporal (UI, CLI, handle.cancel()) cancels
+                # only this task: it is a Tollway cancellation, and the lifecycle, still
+                # running, expires the checkout, cancels the work and refunds, exactly as
+                # POST .../cancel does.
                 self._operator_cancelled = True
                 if self._cancel is None:
                     self._cancel = CancelInput(by=OPERATOR)
