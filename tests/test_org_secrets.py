@@ -25,7 +25,7 @@ from tests.servers import serve
 from tests.test_steps import http_flow, run
 from tollway.tables import OrgSecret
 
-VALUE = "sk_partner_live_4f9b2c7e1a0d"
+VALUE = "partner-key-for-tests-only-4f9b2c7e"
 
 
 class Partner:

@@ -231,7 +231,7 @@ def test_compose_takes_orders_only_through_stripe(repo_root: Path) -> None:
     values = {
         "TOLLWAY_PAYLOAD_KEYS": new_key_entry(),
         "TOLLWAY_SECRETS_KEY": new_key(),
-        "TOLLWAY_STRIPE_API_KEY": "sk_live_0123456789abcdef",
+        "TOLLWAY_STRIPE_API_KEY": "sk_test_placeholder_for_tests",
     }
     resolved = {
         name: values.get(name, "a-long-enough-value-0123456789")
