@@ -36,10 +36,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.service import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
-from tollway.tables import Order, PaymentEvent
+from tollway.tables import PaymentEvent
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
-from workflows.models import PaymentEventKind, PaymentNotice, RefundRequest
+from workflows.models import (
+    PaymentEventKind,
+    PaymentNotice,
+    RefundRequest,
+    from_the_orders_checkout,
+)
 from workflows.policies import WORKFLOW_TASK_TIMEOUT
 
 TOLERANCE_SECONDS = 300
@@ -183,7 +188,13 @@ class PaymentEventProcessor:
     async def _after_close(self, execution_id: str, notice: PaymentNotice) -> str:
         ledger = OrderLedger(self.engine)
         order = await anyio.to_thread.run_sync(ledger.by_execution, execution_id)
-        if order is None or not self._from_checkout_of(order, notice):
+        if order is None or not from_the_orders_checkout(
+            notice,
+            provider=order.provider,
+            session_id=order.checkout_session_id,
+            livemode=self.livemode,
+            kept_reference=order.payment_reference,
+        ):
             log.warning(
                 "payment event ignored: not from the order's checkout", event_id=notice.event_id
             )
@@ -213,18 +224,6 @@ class PaymentEventProcessor:
         except WorkflowAlreadyStartedError:
             return "late_payment_refund_exists"
         return "late_payment_refunded"
-
-    def _from_checkout_of(self, order: Order, notice: PaymentNotice) -> bool:
-        """The same rule the workflow applies while open: the order's provider and mode, its
-        checkout session, or (charge events) the payment it kept."""
-        if notice.provider != order.provider or notice.livemode is not self.livemode:
-            return False
-        if notice.checkout_session_id is not None:
-            return notice.checkout_session_id == order.checkout_session_id
-        return notice.kind == PaymentEventKind.REFUNDED and (
-            notice.payment_reference is not None
-            and notice.payment_reference == order.payment_reference
-        )
 
     def _remember(self, event: dict[str, Any], provider: str, execution_id: str | None) -> bool:
         """Store the event as being processed; True when an earlier delivery of it already

@@ -245,6 +245,32 @@ class PaymentNotice(_Payload):
     livemode: bool | None = None
 
 
+def from_the_orders_checkout(
+    notice: PaymentNotice,
+    *,
+    provider: str,
+    session_id: str | None,
+    livemode: bool | None,
+    kept_reference: str | None,
+) -> bool:
+    """Whether ``notice`` may change an execution: it comes from the provider the order was
+    opened with, in that provider's mode (None: not checked), for the checkout session the
+    order opened -- or, for charge events, which carry no session, it is about the payment the
+    execution kept. The one rule for open executions (the workflow) and closed ones (the
+    webhook, from the ledger)."""
+    if notice.provider != provider:
+        return False
+    if livemode is not None and notice.livemode is not livemode:
+        return False
+    if notice.checkout_session_id is not None:
+        return notice.checkout_session_id == session_id
+    return (
+        notice.kind == PaymentEventKind.REFUNDED
+        and notice.payment_reference is not None
+        and notice.payment_reference == kept_reference
+    )
+
+
 class PaymentEventResult(_Payload):
     """What the execution did with a payment event: ``applied`` (it changed or confirmed
     something), ``refunded`` (a payment it could not keep was given back) or ``ignored``

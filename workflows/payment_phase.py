@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentStatus,
         RefundRequest,
         Status,
+        from_the_orders_checkout,
     )
     from workflows.policies import (
         CALL_TIMEOUT,
@@ -145,14 +146,13 @@ class PaymentPhase(ExecutionBase):
             return False
         if checkout.provider is None:  # recorded before these checks existed (replay)
             return True
-        if notice.provider != checkout.provider:
-            return False
-        if checkout.livemode is not None and notice.livemode is not checkout.livemode:
-            return False
-        if notice.checkout_session_id is not None:
-            return notice.checkout_session_id == checkout.checkout_session_id
-        # Charge events carry no session: they must be about the payment this execution kept.
-        return notice.kind == PaymentEventKind.REFUNDED and self._is_own(notice)
+        return from_the_orders_checkout(
+            notice,
+            provider=checkout.provider,
+            session_id=checkout.checkout_session_id,
+            livemode=checkout.livemode,
+            kept_reference=self._payment.payment_reference if self._payment else None,
+        )
 
     async def _handle(self, notice: PaymentNotice) -> str:
         if not self._accepts(notice):
