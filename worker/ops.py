@@ -8,14 +8,11 @@ the public one and passes ``/metrics`` through, so one port serves all three.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from datetime import timedelta
 
-import anyio.to_thread
 import httpx
 import uvicorn
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -23,7 +20,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-DEADLINE_SECONDS = 2.0
+from tollway.readiness import DEADLINE_SECONDS, readiness
 
 
 def free_loopback_port() -> int:
@@ -51,39 +48,9 @@ def ops_app(engine: Engine, client: Client, internal_port: int) -> Starlette:
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    def select_one() -> None:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    async def database() -> str:
-        try:
-            async with asyncio.timeout(DEADLINE_SECONDS):
-                await anyio.to_thread.run_sync(select_one, abandon_on_cancel=True)
-        except Exception as exc:  # noqa: BLE001 - any failure is "not ready"; say which
-            return f"unavailable ({type(exc).__name__})"
-        return "ok"
-
-    async def temporal() -> str:
-        try:
-            healthy = await client.service_client.check_health(
-                timeout=timedelta(seconds=DEADLINE_SECONDS)
-            )
-        except Exception as exc:  # noqa: BLE001
-            return f"unavailable ({type(exc).__name__})"
-        return "ok" if healthy else "unavailable (not serving)"
-
     async def readyz(request: Request) -> JSONResponse:
-        database_state, temporal_state = await asyncio.gather(database(), temporal())
-        checks = {"database": database_state, "temporal": temporal_state}
-        down = [name for name, state in checks.items() if state != "ok"]
-        return JSONResponse(
-            {
-                "status": "unavailable" if down else "ready",
-                "message": f"unavailable: {', '.join(down)}" if down else "ready",
-                "checks": checks,
-            },
-            status_code=503 if down else 200,
-        )
+        status, body = await readiness(engine, client)
+        return JSONResponse(body, status_code=status)
 
     return Starlette(
         routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)]
