@@ -1,6 +1,7 @@
 """The access log: one line per request through the same logger as everything else, with its
 request id (and execution id when the path names one), and never a credential: query values
-such as ``client_token`` are redacted before anything is logged."""
+such as ``client_token`` are redacted before anything is logged. The same measurement feeds
+the request metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.metrics import record_request
 
 REDACTED_PARAMS = frozenset({"client_token", "token", "access_token"})
 _EXECUTION = re.compile(r"^/(?:v1/public/executions|status)/(exe_[A-Za-z0-9]+)")
@@ -45,6 +48,8 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
+            seconds = time.perf_counter() - started
+            record_request(scope, status, seconds)
             query = scope.get("query_string", b"").decode("latin-1")
             log.info(
                 "request",
@@ -52,7 +57,7 @@ class AccessLogMiddleware:
                 path=path,
                 query=redacted_query(query) if query else None,
                 status=status,
-                durationMs=round((time.perf_counter() - started) * 1000, 1),
+                durationMs=round(seconds * 1000, 1),
             )
             if found:
                 structlog.contextvars.unbind_contextvars("executionId")

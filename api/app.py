@@ -32,7 +32,7 @@ from api.errors import (
     handle_api_error,
     temporal_unavailable,
 )
-from api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from api.metrics import Metrics, metrics_endpoint
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
@@ -179,7 +179,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware),
             Middleware(AccessLogMiddleware),
             Middleware(FaultMiddleware),
         ],
