@@ -90,19 +90,15 @@ async def test_terminated_paid_execution_is_reported_as_terminated_and_refunded_
     assert done["paymentStatus"] == "paid" and done["finishedAt"]
 
     def refund() -> Any:
-        result = subprocess.run(
-            [sys.executable, "-c", "from tollway.cli import main; main()"]
-            + ["admin", "executions", "refund", execution["id"], "--reason", "terminated"]
-            + ["--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                "DATABASE_URL": database_url,
-                "TEMPORAL_ADDRESS": temporal_address,
-                "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
-                "PATH": "/usr/bin:/bin",
-            },
+        result = admin_cli(
+            database_url,
+            temporal_address,
+            "executions",
+            "refund",
+            execution["id"],
+            "--reason",
+            "terminated",
+            "--json",
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
