@@ -27,7 +27,7 @@ from api.auth import Principal, bearer_token
 from api.bodies import read_limited
 from api.deps import Deps
 from api.errors import ApiError, FieldError, bad_request, error_response, forbidden, unauthorized
-from tollway.codec import CodecError, EncryptionCodec, parse_keys
+from tollway.codec import CodecError, codec_for
 
 SCOPE = "codec"
 COOKIE = "tollway_codec"
@@ -111,7 +111,7 @@ async def codec(request: Request) -> Response:
         keys = deps.settings.payload_keys
         if keys is None:
             raise ApiError(503, "codec_unavailable", "No payload keys are configured.")
-        codec_ = EncryptionCodec(parse_keys(keys.get_secret_value()))
+        codec_ = codec_for(keys.get_secret_value())
         try:
             if request.path_params["action"] == "decode":
                 out = await codec_.decode(payloads.payloads)

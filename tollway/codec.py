@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -88,5 +89,11 @@ class EncryptionCodec(PayloadCodec):
         return Payload.FromString(plain)
 
 
+@lru_cache(maxsize=4)
+def codec_for(keys_spec: str) -> EncryptionCodec:
+    """The codec for these keys, built once per process."""
+    return EncryptionCodec(parse_keys(keys_spec))
+
+
 def with_codec(converter: DataConverter, keys_spec: str) -> DataConverter:
-    return dataclasses.replace(converter, payload_codec=EncryptionCodec(parse_keys(keys_spec)))
+    return dataclasses.replace(converter, payload_codec=codec_for(keys_spec))
