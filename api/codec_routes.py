@@ -94,11 +94,17 @@ async def _operator(request: Request) -> str:
     return token_id
 
 
+async def _limit(request: Request) -> None:
+    deps = _deps(request)
+    await deps.limit_address(request, deps.settings.codec_rate_limit, "codec")
+
+
 async def codec(request: Request) -> Response:
     cors = _cors(request)
     if request.method == "OPTIONS":
         return Response(status_code=204 if cors else 403, headers=cors)
     try:
+        await _limit(request)
         await _operator(request)
         raw = await read_limited(request, MAX_BODY)
         try:
@@ -143,6 +149,12 @@ async def login(request: Request) -> Response:
         "<form method=post><label>Operator token <input name=token type=password></label> "
         "<button>Sign in</button></form>"
     )
+    try:
+        await _limit(request)
+    except ApiError as exc:
+        page = _page(f"<p>{escape(exc.message)}</p>", 429)
+        page.headers.update(exc.headers)
+        return page
     if request.method == "GET":
         return _page(f"<p>Sign in to read payloads in the Temporal UI.</p>{form}")
     raw = await read_limited(request, 4096)

@@ -131,6 +131,7 @@ def make_settings(database_url: str, temporal_address: str, **overrides: object)
         "callback_rate_limit": "10000/second",
         "checkout_rate_limit": "10000/second",
         "webhook_rate_limit": "10000/second",
+        "codec_rate_limit": "10000/second",
         # Two secrets, as during a rotation: both must verify.
         "local_webhook_secret": f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
         # Test servers listen on 127.0.0.1; every other address stays refused, so the

@@ -25,6 +25,7 @@ LIMITED = {
     "callback_rate_limit": "2/minute",
     "checkout_rate_limit": "2/minute",
     "webhook_rate_limit": "2/minute",
+    "codec_rate_limit": "2/minute",
     "sse_max_streams_per_token": 1,
     "sse_max_streams_per_address": 2,
     "sse_max_seconds": 1.5,
@@ -102,6 +103,11 @@ async def test_callbacks_checkout_and_webhooks_are_limited(
     spent = await limited.get(page)
     assert_429(spent)
     assert spent.headers["content-type"].startswith("text/html")
+
+    for _ in range(2):
+        assert (await limited.post("/codec/login", data={"token": "tw_guess"})).status_code == 403
+    assert_429(await limited.post("/codec/login", data={"token": "tw_guess"}))
+    assert_429(await limited.post("/codec/decode", json={"payloads": []}))
 
     unrelated = {"id": "evt_limit", "type": "customer.created", "data": {"object": {}}}
     for _ in range(2):

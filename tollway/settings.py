@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     callback_rate_limit: str = "10/second"  # step callbacks, per execution
     checkout_rate_limit: str = "60/minute"  # the local checkout page, per client address
     webhook_rate_limit: str = "100/second"  # payment webhooks, per client address
+    codec_rate_limit: str = "600/minute"  # the payload codec and its login, per client address
     # Server-Sent Events: concurrent streams per token and per address, lifetime, keep-alive.
     sse_max_streams_per_token: int = Field(default=5, gt=0)
     sse_max_streams_per_address: int = Field(default=20, gt=0)
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
         "callback_rate_limit",
         "checkout_rate_limit",
         "webhook_rate_limit",
+        "codec_rate_limit",
     )
     @classmethod
     def _rate(cls, value: str) -> str:
