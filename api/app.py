@@ -38,9 +38,10 @@ from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.service import ExecutionService, QueryRejected, TemporalUnavailable
 from api.streams import StreamSlots
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
+from tollway.migrate import require_current
 from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
 
@@ -133,7 +134,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             yield
             return
         engine = make_engine(settings.database_url)
-        create_schema(engine)
+        require_current(engine)  # tables are made by `tollway migrate`, never here
         client = await connect(settings)
         app.state.deps = build_deps(settings, client, engine)
         log.info("api started", temporal=settings.temporal_address)

@@ -28,10 +28,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tollway import admin
 from tollway.codec import with_codec
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
 from tollway.definitions import parse_definition
 from tollway.devstack import dev_secrets
 from tollway.ids import execution_id
+from tollway.migrate import migrate
 from tollway.temporal_server import start_dev_command
 from workflows.execution import ExecutionWorkflow
 from workflows.models import AttachInput, ExecutionInput, ExecutionRequest
@@ -104,7 +105,7 @@ async def main() -> None:
         "TOLLWAY_WORKER_METRICS_PORT": "0",
     }
     engine = make_engine(db_url)
-    create_schema(engine)
+    migrate(engine)
     org = admin.create_organization(engine, "Bench")
     _row, token = admin.create_token(engine, org.id, "1000000/second")
     wf = admin.create_workflow(engine, org.id, parse_definition(DEFINITION))

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio  # noqa: F401 - imported lazily by the API; early, for the worker's sandbox
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -36,7 +36,8 @@ from tests.helpers import (
     make_tenant,
 )
 from tests.money import assert_tenant_money_invariants
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
+from tollway.migrate import VERSION_TABLE, migrate
 from tollway.org_secrets import SecretStore
 from tollway.settings import Settings
 from tollway.temporal_server import SPEED_FLAGS, temporal_binary
@@ -104,7 +105,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     SQLModel.metadata.drop_all(engine)
-    create_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
+    migrate(engine)  # the suite runs on the schema `tollway migrate` makes
     yield engine
     engine.dispose()
 

@@ -32,7 +32,8 @@ from tests.conftest import make_settings
 from tests.helpers import Tenant, api_client, create, key, make_tenant, view
 from tests.money import assert_tenant_money_invariants, capture, completed, send
 from tests.test_worker_outage import worker_process
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
+from tollway.migrate import migrate
 from tollway.settings import Settings
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
@@ -109,7 +110,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def outage_engine(cluster: Cluster) -> Iterator[Engine]:
     engine = make_engine(cluster.url)
-    create_schema(engine)
+    migrate(engine)
     yield engine
     engine.dispose()
 

@@ -1,4 +1,4 @@
-"""The ``tollway`` command: ``dev``, ``api``, ``worker`` and ``admin``."""
+"""The ``tollway`` command: ``dev``, ``api``, ``worker``, ``migrate`` and ``admin``."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from sqlmodel import Session
 from temporalio.service import RPCError, RPCStatusCode
 
 from tollway import admin
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
 from tollway.definition_files import load_definition_file
 from tollway.definitions import DefinitionError, WorkflowDefinition
+from tollway.migrate import SchemaNotCurrent, migrate, require_current
 from tollway.org_secrets import SecretError
 from tollway.outage import DATABASE_DOWN
 from tollway.settings import SettingsError, get_settings, settings_for
@@ -31,8 +32,23 @@ def _out(value: Any, as_json: bool, text: str) -> None:
 
 def _engine() -> Any:
     engine = make_engine(get_settings().database_url)
-    create_schema(engine)
+    require_current(engine)
     return engine
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().database_url)
+    try:
+        done = migrate(engine)
+    finally:
+        engine.dispose()
+    if done.before == done.after:
+        text = f"database already at revision {done.after}"
+    else:
+        made = " (tables of an earlier release adopted)" if done.adopted else ""
+        text = f"database migrated from {done.before or 'empty'} to {done.after}{made}"
+    _out({"before": done.before, "after": done.after, "adopted": done.adopted}, args.json, text)
+    return 0
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -206,6 +222,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     sub.add_parser("worker", help="run the Temporal worker")
+    sub.add_parser(
+        "migrate",
+        help="bring the database to this release's schema (safe to run twice or concurrently)",
+    ).add_argument("--json", action="store_true", help="print JSON")
 
     adm = sub.add_parser("admin", help="manage organizations, tokens and workflows")
     what = adm.add_subparsers(dest="what", required=True)
@@ -300,10 +320,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "admin":
             code = _admin(args)
+        elif args.command == "migrate":
+            code = _migrate(args)
         elif args.command == "api":
             import uvicorn
 
-            settings_for("api")
+            engine = make_engine(settings_for("api").database_url)
+            try:
+                require_current(engine)  # one clear line here, not a traceback from the lifespan
+            finally:
+                engine.dispose()
             # Our own access log (request id, redacted query) replaces uvicorn's, which
             # would write ?client_token=… into the log.
             uvicorn.run(
@@ -327,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _fail(args, "invalid workflow definition", 2, lines)
     except (admin.AdminError, SecretError, SettleError, LookupError) as exc:
         code = _fail(args, str(exc).strip("'\""), 2)
-    except SettingsError as exc:
+    except (SettingsError, SchemaNotCurrent) as exc:
         code = _fail(args, f"tollway {args.command}: {exc}", 2)
     except DATABASE_DOWN as exc:
         code = _fail(args, f"the database did not answer ({type(exc).__name__}); retry later", 3)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, event
-from sqlmodel import SQLModel, create_engine
-
-from tollway import tables  # noqa: F401 - registers the tables on SQLModel.metadata
+from sqlmodel import create_engine
 
 
 def _normalise(url: str) -> str:
@@ -36,7 +34,3 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-
-
-def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)

@@ -24,8 +24,9 @@ from sqlalchemy import Engine
 
 from tollway import admin
 from tollway.codec import new_key_entry
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
 from tollway.definitions import parse_definition
+from tollway.migrate import migrate
 from tollway.org_secrets import new_key
 from tollway.settings import VAR_DIR, get_settings
 from tollway.temporal import connect
@@ -218,7 +219,7 @@ def run_dev() -> int:
             )  # fmt: skip
         asyncio.run(_wait_for_temporal(time.monotonic() + 60))
         engine = make_engine(settings.database_url)
-        create_schema(engine)
+        migrate(engine)  # before the worker and the API, which only check it
         demo = seed_demo(engine)
         engine.dispose()
         for command in ([sys.executable, "-m", "worker"], api_command):

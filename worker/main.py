@@ -23,9 +23,10 @@ from activities.steps import StepEnvironment, load_python_functions
 from activities.steps.http import guarded_client
 from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
-from tollway.db import create_schema, make_engine
+from tollway.db import make_engine
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
+from tollway.migrate import require_current
 from tollway.org_secrets import SecretStore
 from tollway.settings import Settings, SettingsError, settings_for
 from tollway.temporal import connect
@@ -90,7 +91,7 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    require_current(engine)  # tables are made by `tollway migrate`, never here
     internal_port = free_loopback_port() if settings.worker_metrics_port else 0
     runtime = metrics_runtime(internal_port) if internal_port else None
     client = await connect(settings, runtime)
