@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -11,13 +12,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.local_provider import LocalPaymentProvider
-from api import checkout_page, codec_routes, health, routes, tracking_routes, webhooks
+from api import (
+    checkout_page,
+    codec_routes,
+    docs_page,
+    health,
+    routes,
+    tracking_routes,
+    webhooks,
+)
 from api.access_log import AccessLogMiddleware
 from api.auth import TokenResolver
 from api.deps import Deps, WorkflowCatalog
@@ -120,6 +129,17 @@ async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(error, getattr(request.state, "response_headers", None))
 
 
+def _by_method(**handlers: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+    """One route for a path with several methods, so a 405 lists them all in ``Allow``
+    (two routes on one path answer with the first one's methods only)."""
+    handlers.setdefault("HEAD", handlers["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return endpoint
+
+
 def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Starlette:
     """Build the app. Tests hand in ``deps`` (their Temporal client and engine); otherwise
     the lifespan connects with ``settings``."""
@@ -146,13 +166,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", metrics_endpoint),
-            Route(
-                "/v1/public/workflows/{id}/executions", routes.create_execution, methods=["POST"]
-            ),
+            Route("/openapi.json", docs_page.openapi_json),
+            Route("/docs", docs_page.docs),
             Route(
                 "/v1/public/workflows/{id}/executions",
-                tracking_routes.list_executions,
-                methods=["GET"],
+                _by_method(GET=tracking_routes.list_executions, POST=routes.create_execution),
+                methods=["GET", "POST"],
             ),
             Route(
                 "/v1/public/executions/{executionId}/events",

@@ -37,6 +37,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.views import ExecutionSummary
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
@@ -369,25 +370,20 @@ class ExecutionService:
         for execution in pages.current_page or []:
             state = await execution.memo_value("state", None, type_hint=ExecutionState)
             attrs = execution.typed_search_attributes
-            items.append(
-                {
-                    "id": execution.id,
-                    "workflowId": workflow_id,
-                    "status": state.status.value if state else attrs.get(sa.STATUS),
-                    "paymentStatus": state.paymentStatus.value
-                    if state
-                    else attrs.get(sa.PAYMENT_STATUS),
-                    "statusReason": state.statusReason if state else None,
-                    "sourceSystem": attrs.get(sa.SOURCE_SYSTEM),
-                    "externalRef": attrs.get(sa.EXTERNAL_REF),
-                    "runId": execution.run_id,
-                    "createdAt": _rfc3339(execution.start_time),
-                    "updatedAt": _rfc3339(state.updatedAt if state else execution.start_time),
-                    "finishedAt": _rfc3339(state.finishedAt)
-                    if state and state.finishedAt
-                    else None,
-                }
+            summary = ExecutionSummary(
+                id=execution.id,
+                workflowId=workflow_id,
+                status=state.status if state else attrs.get(sa.STATUS),
+                paymentStatus=state.paymentStatus if state else attrs.get(sa.PAYMENT_STATUS),
+                statusReason=state.statusReason if state else None,
+                sourceSystem=attrs.get(sa.SOURCE_SYSTEM),
+                externalRef=attrs.get(sa.EXTERNAL_REF),
+                runId=execution.run_id,
+                createdAt=execution.start_time,
+                updatedAt=state.updatedAt if state else execution.start_time,
+                finishedAt=state.finishedAt if state else None,
             )
+            items.append(summary.model_dump(mode="json"))
         await self._settle_items(items)
         return items, pages.next_page_token
 

@@ -4,9 +4,12 @@ the full view never reaches payers by default."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from workflows.models import ExecutionView, Status
+from pydantic import BaseModel
+
+from workflows.models import ExecutionView, PaymentStatus, Status
 
 CLIENT_FIELDS = (
     "id",
@@ -23,7 +26,7 @@ CLIENT_FIELDS = (
     "startedAt",
     "finishedAt",
 )
-_INTERNAL = frozenset({"clientStatusReason"})
+INTERNAL_FIELDS = frozenset({"clientStatusReason"})
 # For states recorded before the workflow kept a payer-safe reason: say only what happened.
 _GENERIC_REASON = {
     Status.FAILED: "the execution failed",
@@ -32,7 +35,7 @@ _GENERIC_REASON = {
 
 
 def full_view(view: ExecutionView) -> dict[str, Any]:
-    return view.model_dump(mode="json", exclude=set(_INTERNAL))
+    return view.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
 
 
 def client_reason(view: ExecutionView) -> str | None:
@@ -45,3 +48,19 @@ def client_view(view: ExecutionView) -> dict[str, Any]:
     dumped = view.model_dump(mode="json", include=set(CLIENT_FIELDS))
     dumped["statusReason"] = client_reason(view)
     return {name: dumped[name] for name in CLIENT_FIELDS}
+
+
+class ExecutionSummary(BaseModel):
+    """One item of the list: what visibility and the memo hold, without payloads."""
+
+    id: str
+    workflowId: str
+    status: Status
+    paymentStatus: PaymentStatus
+    statusReason: str | None
+    sourceSystem: str | None
+    externalRef: str | None
+    runId: str
+    createdAt: datetime
+    updatedAt: datetime
+    finishedAt: datetime | None

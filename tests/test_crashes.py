@@ -22,8 +22,8 @@ from temporalio.client import Client
 from tests.conftest import make_settings
 from tests.helpers import GREETING, Tenant, api_client, create, eventually, wait_status
 from tests.money import capture, completed, send
+from tests.processes import worker_process
 from tests.servers import serve
-from tests.test_worker_outage import worker_process
 from tollway.settings import Settings
 
 

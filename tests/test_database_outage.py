@@ -31,7 +31,7 @@ from temporalio.client import Client
 from tests.conftest import make_settings
 from tests.helpers import Tenant, api_client, create, key, make_tenant, view
 from tests.money import assert_tenant_money_invariants, capture, completed, send
-from tests.test_worker_outage import worker_process
+from tests.processes import worker_process
 from tollway.db import make_engine
 from tollway.migrate import migrate
 from tollway.settings import Settings

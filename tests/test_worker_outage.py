@@ -4,12 +4,8 @@ worker stopped, and a create with no worker answers 503 then attaches on retry."
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,7 +14,6 @@ from temporalio.client import Client
 
 from tests.conftest import make_settings
 from tests.helpers import (
-    PAYLOAD_KEYS,
     Tenant,
     api_client,
     count_workflows,
@@ -28,34 +23,9 @@ from tests.helpers import (
     view,
     wait_status,
 )
+from tests.processes import worker_process
 from tests.test_lifecycle import pay
 from tollway.settings import Settings
-
-
-@contextmanager
-def worker_process(settings: Settings, metrics_port: int = 0) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": settings.temporal_address,
-        "DATABASE_URL": settings.database_url,
-        "TOLLWAY_TASK_QUEUE": settings.task_queue,
-        "TOLLWAY_HTTP_ALLOW": settings.http_allow,
-        "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
-        "TOLLWAY_WORKER_METRICS_PORT": str(metrics_port),
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env, stderr=subprocess.PIPE)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # wait until it polls
-            if b"worker started" in line:
-                break
-        else:
-            raise RuntimeError(f"worker exited with {proc.wait()}")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 @pytest.fixture

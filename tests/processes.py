@@ -1,0 +1,98 @@
+"""Tollway's own processes for tests that need them real: ``tollway api`` and ``tollway worker``
+with a test's settings, each waited for until it serves, killed (or stopped) afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+from pydantic import SecretStr
+
+from tollway.settings import Settings
+
+TOLLWAY = [sys.executable, "-c", "from tollway.cli import main; main()"]
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a process ``settings`` (every field the test set)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+    }
+    for name in settings.model_fields_set - {"database_url", "temporal_address"}:
+        value = getattr(settings, name)
+        if value is not None:
+            shown = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"TOLLWAY_{name.upper()}"] = str(shown)
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the API at {base} did not start")
+
+
+@contextmanager
+def api_process(settings: Settings, port: int | None = None, **extra: str) -> Iterator[str]:
+    """``tollway api`` on 127.0.0.1; yields its base URL."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [*TOLLWAY, "api", "--port", str(port)],
+        env=settings_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(base, proc)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def worker_process(
+    settings: Settings, metrics_port: int = 0, **extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``tollway worker``, yielded once it polls its task queue."""
+    env = settings_env(settings, TOLLWAY_WORKER_METRICS_PORT=str(metrics_port), **extra)
+    proc = subprocess.Popen([*TOLLWAY, "worker"], env=env, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until it polls
+            if b"worker started" in line:
+                break
+        else:
+            raise RuntimeError(f"worker exited with {proc.wait()}")
+        # Keep reading, so that a worker that logs a lot never blocks on a full pipe.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
