@@ -13,11 +13,22 @@ from api.errors import ApiError, FieldError, bad_request
 
 MAX_KEY_LENGTH = 255
 MAX_JSON_DEPTH = 64  # nesting levels in requestPayload and clientSafeMetadata
+# Identifiers never carry control characters (C0, DEL, C1): they end up in Temporal search
+# attributes and visibility queries, where some stores refuse them.
+CONTROL = r"\x00-\x1f\x7f-\x9f"
+NO_CONTROL = rf"^[^{CONTROL}]*$"
 Required = Annotated[
-    str, StringConstraints(strip_whitespace=False, min_length=1, max_length=255, pattern=r"\S")
+    str,
+    StringConstraints(
+        min_length=1, max_length=255, pattern=rf"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"
+    ),
 ]
-Optional255 = Annotated[str, StringConstraints(max_length=255)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
+Optional255 = Annotated[str, StringConstraints(max_length=255, pattern=NO_CONTROL)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH, pattern=NO_CONTROL)]
+
+
+def has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
 
 
 class CreateExecutionBody(BaseModel):
@@ -47,7 +58,7 @@ def _message(error: Any) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return "must not be blank"
+        return "must not be blank or contain control characters"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_too_long":
@@ -127,10 +138,15 @@ def parse_create_body(raw: bytes, header_key: str | None) -> tuple[CreateExecuti
     if deep:
         raise bad_request("Request body nests too deeply.", deep)
     if header_key is not None:
-        if not 1 <= len(header_key) <= MAX_KEY_LENGTH:
+        if not 1 <= len(header_key) <= MAX_KEY_LENGTH or has_control(header_key):
             raise bad_request(
                 "Idempotency-Key header is invalid.",
-                [FieldError("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters")],
+                [
+                    FieldError(
+                        "Idempotency-Key",
+                        f"must be 1 to {MAX_KEY_LENGTH} characters, no control characters",
+                    )
+                ],
             )
         if body.idempotencyKey is not None and body.idempotencyKey != header_key:
             raise bad_request(

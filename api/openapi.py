@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from api.bodies import MAX_KEY_LENGTH, CreateExecutionBody
+from api.bodies import MAX_KEY_LENGTH, NO_CONTROL, CreateExecutionBody
 from api.views import CLIENT_FIELDS, INTERNAL_FIELDS, ExecutionSummary
 from workflows.models import ExecutionView, Status
 
@@ -165,6 +165,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}  # fmt: skip
 
 
+_IDENTIFIER = {"type": "string", "pattern": NO_CONTROL}
 _EXECUTION_ID = _path("executionId", "The execution's id (`exe_…`).")
 _CLIENT_TOKEN = _query("client_token", {"type": "string"}, "The client token, for browsers.")
 _READERS: list[dict[str, list[str]]] = [
@@ -208,7 +209,7 @@ def _paths() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                        "schema": {**_IDENTIFIER, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
                     }
                 ],
                 "requestBody": {
@@ -238,8 +239,8 @@ def _paths() -> dict[str, Any]:
                 "security": [{"apiToken": []}],
                 "parameters": [
                     _query("status", {"enum": [s.value for s in Status]}, "Only this status."),
-                    _query("sourceSystem", {"type": "string"}, "Only this sourceSystem."),
-                    _query("externalRef", {"type": "string"}, "Only this externalRef."),
+                    _query("sourceSystem", _IDENTIFIER, "Only this sourceSystem."),
+                    _query("externalRef", _IDENTIFIER, "Only this externalRef."),
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.auth import bearer_token
+from api.bodies import has_control
 from api.cursors import BadCursor, CursorSigner
 from api.deps import client_address
 from api.errors import ApiError, FieldError, bad_request, not_found
@@ -116,6 +117,11 @@ async def list_executions(request: Request) -> JSONResponse:
     if not 1 <= limit <= 100:
         errors.append(FieldError("limit", "must be an integer from 1 to 100"))
     filters = {k: params[k] for k in ("status", "sourceSystem", "externalRef") if params.get(k)}
+    errors += [
+        FieldError(name, "must not contain control characters")
+        for name, value in filters.items()
+        if has_control(value)
+    ]
     signer = CursorSigner(deps.client_token_secret)
     cursor: bytes | None = None
     if params.get("cursor"):

@@ -49,6 +49,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "after_everything: runs once every other test is done (suite-wide checks)"
     )
+    config.addinivalue_line(
+        "markers",
+        "scale_out: several API and worker processes on PostgreSQL (runs in make test; "
+        "-m 'not scale_out' leaves it out)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 from pydantic import SecretStr
@@ -55,9 +56,15 @@ def wait_until_serving(base: str, proc: subprocess.Popen[bytes], timeout: float 
     raise RuntimeError(f"the API at {base} did not start")
 
 
+@dataclass(frozen=True)
+class ApiProcess:
+    base: str
+    proc: subprocess.Popen[bytes]
+
+
 @contextmanager
-def api_process(settings: Settings, port: int | None = None, **extra: str) -> Iterator[str]:
-    """``tollway api`` on 127.0.0.1; yields its base URL."""
+def api_process(settings: Settings, port: int | None = None, **extra: str) -> Iterator[ApiProcess]:
+    """``tollway api`` on 127.0.0.1, yielded once it answers."""
     port = port or free_port()
     proc = subprocess.Popen(
         [*TOLLWAY, "api", "--port", str(port)],
@@ -68,7 +75,7 @@ def api_process(settings: Settings, port: int | None = None, **extra: str) -> It
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, proc)
-        yield base
+        yield ApiProcess(base, proc)
     finally:
         if proc.poll() is None:
             proc.kill()

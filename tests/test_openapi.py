@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine
 
-from api.bodies import MAX_KEY_LENGTH
+from api.bodies import MAX_KEY_LENGTH, has_control
 from api.docs_page import CSP
 from api.openapi import openapi_document
 from tests.conftest import make_settings
@@ -26,6 +26,7 @@ SCHEMA = schemathesis.openapi.from_dict(openapi_document())
 SCHEMA.config.generation.update(
     modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
     max_examples=30,
+    deterministic=True,  # the same cases on every run: CI judges the code, not the dice
 )
 SEEN: dict[str, set[int]] = {}  # operation label -> statuses answered
 PENDING = "Bearer tw_token-of-the-served-tenant"  # replaced by the real one in each case
@@ -58,7 +59,8 @@ def served(engine: Engine, database_url: str, temporal_address: str) -> Iterator
     config = make_settings(
         database_url, temporal_address, sse_max_seconds=1.0, sse_keepalive_seconds=0.5
     )
-    with worker_process(config), api_process(config) as base:
+    with worker_process(config), api_process(config) as api:
+        base = api.base
         created = httpx.post(
             f"{base}/v1/public/workflows/{tenant.priced_wf}/executions",
             json=body(idempotencyKey=key()),
@@ -85,7 +87,7 @@ def test_the_served_document_is_the_one_tested_and_the_docs_page_renders_it(
 
 
 def _valid_key(value: object) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= MAX_KEY_LENGTH
+    return isinstance(value, str) and 1 <= len(value) <= MAX_KEY_LENGTH and not has_control(value)
 
 
 @SCHEMA.parametrize()
