@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean browser postgres
+.PHONY: run test lint bench bench-scale clean browser postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: lint browser postgres  ## lint, type-check, then the whole suite against a
 
 bench: $(STAMP)  ## HTTP layer vs the raw Temporal client, side by side in one run
 	$(BIN)/python -m bench.run
+
+bench-scale: $(STAMP)  ## create p50 and memory at 0, 5 000 and 10 000 parked executions; production settings
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

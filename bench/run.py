@@ -17,7 +17,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tollway import admin
+from tollway.admin import WorkflowRecord
 from tollway.codec import with_codec
 from tollway.db import make_engine
 from tollway.definitions import parse_definition
@@ -89,10 +92,29 @@ async def _wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def main() -> None:
+@dataclass
+class Stack:
+    """One dev server, one worker and one API, with a bench organization and its workflows."""
+
+    client: Client
+    http: httpx.AsyncClient
+    org_id: str
+    workflow_id: str
+    priced_id: str
+    record: WorkflowRecord
+    task_queue: str
+    api: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+
+@asynccontextmanager
+async def stack(production: bool = False) -> AsyncIterator[Stack]:
+    """``production``: the API and worker as `tollway api` / `tollway worker` run them in a
+    deployment (JSON logs and the access log written, Redis-backed rate limits, the worker's
+    metrics port on); the local payment provider stands in for Stripe."""
     workdir = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
     temporal_port, api_port = _port(), _port()
-    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    db_url = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     generated = dev_secrets(workdir / "secrets.json")
     env = {
@@ -102,8 +124,10 @@ async def main() -> None:
         "DATABASE_URL": db_url,
         "TOLLWAY_TASK_QUEUE": task_queue,
         "TOLLWAY_AUTH_CACHE_SECONDS": "5",
-        "TOLLWAY_WORKER_METRICS_PORT": "0",
+        "TOLLWAY_WORKER_METRICS_PORT": str(_port()) if production else "0",
     }
+    if production:
+        env["TOLLWAY_RATE_LIMIT_STORAGE"] = "redis://127.0.0.1:6379/12"
     engine = make_engine(db_url)
     migrate(engine)
     org = admin.create_organization(engine, "Bench")
@@ -138,28 +162,26 @@ async def main() -> None:
             except RuntimeError:
                 await asyncio.sleep(0.1)
         assert client is not None
-        procs.append(
-            subprocess.Popen([sys.executable, "-m", "worker"], env=env, stderr=subprocess.DEVNULL)
+        tollway = [sys.executable, "-c", "from tollway.cli import main; main()"]
+        logs = (workdir / "tollway.log").open("ab") if production else subprocess.DEVNULL
+        worker = subprocess.Popen(
+            [*tollway, "worker"] if production else [sys.executable, "-m", "worker"],
+            env=env,
+            stdout=logs,
+            stderr=logs,
         )
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:serve_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-            )
-        )
+        procs.append(worker)
+        api_command = (
+            [*tollway, "api", "--port", str(api_port)]
+            if production
+            else [
+                sys.executable, "-m", "uvicorn", "api.app:serve_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(api_port),
+                "--no-access-log", "--log-level", "warning",
+            ]
+        )  # fmt: skip
+        api = subprocess.Popen(api_command, env=env, stdout=logs, stderr=logs)
+        procs.append(api)
         base = f"http://127.0.0.1:{api_port}"
         await _wait_http(f"{base}/healthz")
         auth = {"Authorization": f"Bearer {token}"}
@@ -167,100 +189,117 @@ async def main() -> None:
         async with httpx.AsyncClient(
             base_url=base, headers=auth, limits=limits, timeout=60
         ) as http:
-            run_id = uuid.uuid4().hex[:6]
-
-            async def http_create(i: int) -> None:
-                r = await http.post(
-                    f"/v1/public/workflows/{wf.id}/executions",
-                    json={
-                        "sourceSystem": "bench",
-                        "sourceEntityType": "n",
-                        "idempotencyKey": f"h-{run_id}-{i}-{time.perf_counter_ns()}",
-                        "requestPayload": {"n": i},
-                    },
-                )
-                assert r.status_code == 200, r.text
-
-            async def raw_create(i: int) -> None:
-                key = f"r-{run_id}-{i}-{time.perf_counter_ns()}"
-                eid = execution_id(org.id, wf.id, key)
-                inp = ExecutionInput(
-                    execution_id=eid,
-                    organization_id=org.id,
-                    initiated_by_id="bench",
-                    initiated_by_type="api_token",
-                    public_workflow_id=wf.id,
-                    workflow_version=1,
-                    definition=record.definition,
-                    request=ExecutionRequest(
-                        sourceSystem="bench",
-                        sourceEntityType="n",
-                        idempotencyKey=key,
-                        requestPayload={"n": i},
-                    ),
-                    fingerprint=key,
-                )
-                start = WithStartWorkflowOperation(
-                    ExecutionWorkflow.run,
-                    inp,
-                    id=eid,
-                    task_queue=task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                )
-                await client.execute_update_with_start_workflow(
-                    ExecutionWorkflow.attach,
-                    AttachInput(fingerprint=key, nonce="n"),
-                    start_workflow_operation=start,
-                    id=f"create-{key[:40]}",
-                )
-
-            await _drive(64, 8, http_create)  # warm both paths
-            await _drive(64, 8, raw_create)
-            results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": []}
-            for _ in range(ROUNDS):
-                results["raw"].append(await _drive(CREATES, CONCURRENCY, raw_create))
-                results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
-
-            open_ids = []
-            for i in range(20):
-                r = await http.post(
-                    f"/v1/public/workflows/{priced.id}/executions",
-                    json={
-                        "sourceSystem": "bench",
-                        "sourceEntityType": "v",
-                        "requestPayload": {"n": i},
-                    },
-                )
-                open_ids.append(r.json()["data"]["execution"]["id"])
-
-            async def http_view(i: int) -> None:
-                r = await http.get(f"/v1/public/executions/{open_ids[i % len(open_ids)]}")
-                assert r.status_code == 200
-
-            async def raw_view(i: int) -> None:
-                handle = client.get_workflow_handle_for(
-                    ExecutionWorkflow.run, open_ids[i % len(open_ids)]
-                )
-                await handle.query(ExecutionWorkflow.view)
-
-            async def http_floor(i: int) -> None:
-                assert (await http.get("/healthz")).status_code == 200
-
-            await _drive(100, 1, http_view)
-            await _drive(100, 1, raw_view)
-            views: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": [], "floor": []}
-            # Short alternating batches, so drift in machine load hits both sides alike.
-            for _ in range(ROUNDS * VIEWS // 50):
-                views["raw"].append(await _drive(50, 1, raw_view))
-                views["http"].append(await _drive(50, 1, http_view))
-                views["floor"].append(await _drive(50, 1, http_floor))
-        report(results, views)
+            yield Stack(client, http, org.id, wf.id, priced.id, record, task_queue, api, worker)
     finally:
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=20)
+
+
+def creator(s: Stack, workflow_id: str | None = None) -> Callable[[int], Awaitable[None]]:
+    run_id = uuid.uuid4().hex[:6]
+
+    async def http_create(i: int) -> None:
+        r = await s.http.post(
+            f"/v1/public/workflows/{workflow_id or s.workflow_id}/executions",
+            json={
+                "sourceSystem": "bench",
+                "sourceEntityType": "n",
+                "idempotencyKey": f"h-{run_id}-{i}-{time.perf_counter_ns()}",
+                "requestPayload": {"n": i},
+            },
+        )
+        assert r.status_code == 200, r.text
+
+    return http_create
+
+
+async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+    run_id = uuid.uuid4().hex[:6]
+    http_create = creator(s)
+
+    async def raw_create(i: int) -> None:
+        key = f"r-{run_id}-{i}-{time.perf_counter_ns()}"
+        eid = execution_id(s.org_id, s.workflow_id, key)
+        inp = ExecutionInput(
+            execution_id=eid,
+            organization_id=s.org_id,
+            initiated_by_id="bench",
+            initiated_by_type="api_token",
+            public_workflow_id=s.workflow_id,
+            workflow_version=1,
+            definition=s.record.definition,
+            request=ExecutionRequest(
+                sourceSystem="bench",
+                sourceEntityType="n",
+                idempotencyKey=key,
+                requestPayload={"n": i},
+            ),
+            fingerprint=key,
+        )
+        start = WithStartWorkflowOperation(
+            ExecutionWorkflow.run,
+            inp,
+            id=eid,
+            task_queue=s.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        await s.client.execute_update_with_start_workflow(
+            ExecutionWorkflow.attach,
+            AttachInput(fingerprint=key, nonce="n"),
+            start_workflow_operation=start,
+            id=f"create-{key[:40]}",
+        )
+
+    await _drive(64, 8, http_create)  # warm both paths
+    await _drive(64, 8, raw_create)
+    results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": []}
+    for _ in range(ROUNDS):
+        results["raw"].append(await _drive(CREATES, CONCURRENCY, raw_create))
+        results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
+    return results
+
+
+async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+    open_ids = []
+    for i in range(20):
+        r = await s.http.post(
+            f"/v1/public/workflows/{s.priced_id}/executions",
+            json={"sourceSystem": "bench", "sourceEntityType": "v", "requestPayload": {"n": i}},
+        )
+        open_ids.append(r.json()["data"]["execution"]["id"])
+
+    async def http_view(i: int) -> None:
+        r = await s.http.get(f"/v1/public/executions/{open_ids[i % len(open_ids)]}")
+        assert r.status_code == 200
+
+    async def raw_view(i: int) -> None:
+        handle = s.client.get_workflow_handle_for(
+            ExecutionWorkflow.run, open_ids[i % len(open_ids)]
+        )
+        await handle.query(ExecutionWorkflow.view)
+
+    async def http_floor(i: int) -> None:
+        assert (await s.http.get("/healthz")).status_code == 200
+
+    await _drive(100, 1, http_view)
+    await _drive(100, 1, raw_view)
+    views: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": [], "floor": []}
+    # Short alternating batches, so drift in machine load hits both sides alike.
+    for _ in range(ROUNDS * VIEWS // 50):
+        views["raw"].append(await _drive(50, 1, raw_view))
+        views["http"].append(await _drive(50, 1, http_view))
+        views["floor"].append(await _drive(50, 1, http_floor))
+    return views
+
+
+async def main() -> None:
+    async with stack() as s:
+        creates = await compare_creates(s)
+        views = await compare_views(s)
+    report(creates, views)
 
 
 def _summary(runs: list[tuple[float, list[float]]]) -> dict[str, float]:
@@ -273,6 +312,10 @@ def _summary(runs: list[tuple[float, list[float]]]) -> dict[str, float]:
 
 
 def report(creates: dict[str, Any], views: dict[str, Any]) -> None:
+    print("\n".join(report_lines(creates, views)))
+
+
+def report_lines(creates: dict[str, Any], views: dict[str, Any]) -> list[str]:
     c = {k: _summary(v) for k, v in creates.items()}
     v = {k: _summary(x) for k, x in views.items()}
     lines = [
@@ -290,7 +333,7 @@ def report(creates: dict[str, Any], views: dict[str, Any]) -> None:
         f"  p50 ratio HTTP/raw = {v['http']['p50'] / v['raw']['p50']:.2f}  (aim <= 1.5)",
         f"  HTTP floor (GET /healthz through the same client): p50 {v['floor']['p50']:.1f} ms",
     ]
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
