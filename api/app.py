@@ -17,7 +17,6 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.local_provider import LocalPaymentProvider
 from api import (
     checkout_page,
     codec_routes,
@@ -34,21 +33,22 @@ from api.errors import (
     DATABASE_DOWN,
     ApiError,
     FaultMiddleware,
-    FieldError,
     database_unavailable,
     envelope,
     error_response,
     handle_api_error,
+    handle_service_error,
     temporal_unavailable,
 )
 from api.metrics import Metrics, metrics_endpoint
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.service import ExecutionService, QueryRejected, TemporalUnavailable
+from api.service import ExecutionService, ServiceError
 from api.streams import StreamSlots
 from tollway.db import make_engine
 from tollway.ledger import OrderLedger
+from tollway.local_bank import LocalBank
 from tollway.logging import configure_logging
 from tollway.migrate import require_current
 from tollway.settings import Settings, get_settings
@@ -86,7 +86,7 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
             settings.request_deadline_seconds,
             livemode=settings.payment_provider == "stripe" and settings.stripe_livemode,
         ),
-        local_provider=LocalPaymentProvider(engine, settings.public_base_url),
+        local_bank=LocalBank(engine),
         streams=StreamSlots(
             settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
         ),
@@ -102,26 +102,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _query_rejected(request: Request, exc: Exception) -> JSONResponse:
-    """Temporal refused a value that came from the caller (INVALID_ARGUMENT): a 400."""
-    return error_response(
-        ApiError(
-            400,
-            "validation_error",
-            "Temporal refused a value of this request.",
-            [FieldError("path", str(exc) or "invalid value")],
-        ),
-        getattr(request.state, "response_headers", None),
-    )
-
-
 async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
     """A dependency that does not answer is a 503 with Retry-After, never a 500."""
     if isinstance(exc, RPCError):
         if exc.status not in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}:
             raise exc
-        error = temporal_unavailable()
-    elif isinstance(exc, TemporalUnavailable):
         error = temporal_unavailable()
     else:
         error = database_unavailable()
@@ -205,9 +190,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,
-            QueryRejected: _query_rejected,
+            ServiceError: handle_service_error,
             RPCError: _dependency_down,
-            TemporalUnavailable: _dependency_down,
             **dict.fromkeys(DATABASE_DOWN, _dependency_down),
         },
         lifespan=lifespan,

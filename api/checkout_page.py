@@ -20,12 +20,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from activities.local_provider import checkout_event, encode, sign
+from api.access import deps_of
 from api.bodies import read_limited
 from api.deps import Deps
 from api.errors import ApiError
 from api.payment_events import verify
 from api.service import TemporalUnavailable
+from tollway.local_bank import checkout_event, encode, sign
 from tollway.settings import webhook_secrets
 from tollway.tables import Order, utcnow
 from workflows.models import RefundRequest
@@ -102,7 +103,7 @@ async def _limited(request: Request, deps: Deps) -> Response | None:
 
 
 async def show(request: Request) -> Response:
-    deps: Deps = request.app.state.deps
+    deps = deps_of(request)
     if (refused := await _limited(request, deps)) is not None:
         return refused
     session_id = request.path_params["session_id"]
@@ -164,7 +165,7 @@ def _origin(url: str) -> str:
 
 
 async def act(request: Request) -> Response:
-    deps: Deps = request.app.state.deps
+    deps = deps_of(request)
     if (refused := await _limited(request, deps)) is not None:
         return refused
     session_id, action = request.path_params["session_id"], request.path_params["action"]
@@ -178,7 +179,7 @@ async def act(request: Request) -> Response:
     back = f"/checkout/{session_id}"
     if not _payable(order):
         return RedirectResponse(back, status_code=303)
-    provider = deps.local_provider
+    provider = deps.local_bank
     reference = None
     if action == "pay":
         reference = await anyio.to_thread.run_sync(

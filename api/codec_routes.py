@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from temporalio.api.common.v1 import Payloads
 
+from api.access import deps_of
 from api.auth import Principal, bearer_token
 from api.bodies import read_limited
 from api.deps import Deps
@@ -41,14 +42,11 @@ PAGE_HEADERS = {
 }
 
 
-def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
-    return deps
-
-
 def _cors(request: Request) -> dict[str, str]:
     origin = request.headers.get("origin", "")
-    allowed = {o.strip().rstrip("/") for o in _deps(request).settings.codec_cors_origins.split(",")}
+    allowed = {
+        o.strip().rstrip("/") for o in deps_of(request).settings.codec_cors_origins.split(",")
+    }
     if origin.rstrip("/") not in allowed:
         return {}
     return {
@@ -82,7 +80,7 @@ def _session_token_id(deps: Deps, cookie: str | None) -> str | None:
 
 
 async def _operator(request: Request) -> str:
-    deps = _deps(request)
+    deps = deps_of(request)
     if bearer_token(request) is not None:
         principal: Principal = await deps.tokens.require(request)
         if SCOPE not in principal.scopes:
@@ -95,7 +93,7 @@ async def _operator(request: Request) -> str:
 
 
 async def _limit(request: Request) -> None:
-    deps = _deps(request)
+    deps = deps_of(request)
     await deps.limit_address(request, deps.settings.codec_rate_limit, "codec")
 
 
@@ -113,7 +111,7 @@ async def codec(request: Request) -> Response:
             raise bad_request(
                 "Body is not a payloads object.", [FieldError("payloads", str(exc))]
             ) from None
-        deps = _deps(request)
+        deps = deps_of(request)
         keys = deps.settings.payload_keys
         if keys is None:
             raise ApiError(503, "codec_unavailable", "No payload keys are configured.")
@@ -144,7 +142,7 @@ def _page(body: str, status: int = 200) -> HTMLResponse:
 
 async def login(request: Request) -> Response:
     """A browser session for the Temporal UI: paste an operator token once."""
-    deps = _deps(request)
+    deps = deps_of(request)
     form = (
         "<form method=post><label>Operator token <input name=token type=password></label> "
         "<button>Sign in</button></form>"

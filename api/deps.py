@@ -9,7 +9,6 @@ import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.requests import Request
 
-from activities.local_provider import LocalPaymentProvider
 from api.auth import TokenResolver
 from api.errors import DATABASE_DOWN
 from api.payment_events import PaymentEventProcessor
@@ -18,6 +17,7 @@ from api.service import ExecutionService
 from api.streams import StreamSlots
 from tollway.admin import WorkflowRecord, find_workflow
 from tollway.ledger import OrderLedger
+from tollway.local_bank import LocalBank
 from tollway.settings import Settings, secret_value
 
 
@@ -66,7 +66,7 @@ class Deps:
     rate_limiter: RateLimiter
     ledger: OrderLedger
     payments: PaymentEventProcessor
-    local_provider: LocalPaymentProvider
+    local_bank: LocalBank
     streams: StreamSlots
 
     async def limit_address(self, request: Request, rate: str, scope: str) -> dict[str, str]:

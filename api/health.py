@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
-from api.deps import Deps
+from api.access import deps_of
 from tollway.readiness import readiness
 
 
@@ -14,7 +14,7 @@ async def healthz(request: Request) -> PlainTextResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    deps: Deps = request.app.state.deps
+    deps = deps_of(request)
     status, body = await readiness(deps.engine, deps.service.client)
     headers = {"Retry-After": "2"} if status != 200 else {}
     return JSONResponse(body, status_code=status, headers=headers)

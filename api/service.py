@@ -61,27 +61,44 @@ from workflows.models import (
     with_note,
 )
 from workflows.policies import WORKFLOW_TASK_TIMEOUT, initial_state, initial_statuses
+from workflows.refusals import Refusal
 
 
-class IdempotencyKeyReused(Exception):
+class ServiceError(Exception):
+    """The root of what the service answers instead of a result. ``api.errors`` maps each
+    kind to its HTTP answer in one table; handlers only add advice where they know better."""
+
+
+class IdempotencyKeyReused(ServiceError):
     """The key was used before with a different request."""
 
 
-class TemporalUnavailable(TemporalUnreachable):
-    """Temporal or the worker did not answer within the request deadline."""
+class TemporalUnavailable(ServiceError, TemporalUnreachable):
+    """Temporal or the worker did not answer within the request deadline. ``advice`` tells
+    the caller what to do (the handler knows: retry the cancel, reuse the key...)."""
+
+    def __init__(self, advice: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(advice or "Temporal did not answer in time")
+        self.advice = advice
+        self.headers = headers or {}
+
+    def advise(self, advice: str, headers: dict[str, str] | None = None) -> TemporalUnavailable:
+        return TemporalUnavailable(advice, headers)
 
 
-class CallbackRefused(Exception):
+class CallbackRefused(ServiceError):
     """The workflow refused a callback; ``reason`` is the validator's error type."""
 
     def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 
-class AlreadyTerminal(Exception):
+class AlreadyTerminal(ServiceError):
     """The execution had already ended; ``view`` is its state."""
 
     def __init__(self, view: ExecutionView) -> None:
+        super().__init__(view.status.value)
         self.view = view
 
 
@@ -116,6 +133,10 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _refused(err: WorkflowUpdateFailedError, refusal: Refusal) -> bool:
+    return isinstance(err.cause, ApplicationError) and err.cause.type == refusal
+
+
 def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -137,8 +158,13 @@ def _settle(view: ExecutionView, found: Settlement | None) -> ExecutionView:
     return settled(view, found.order_refunded, found.late_refunds)
 
 
-class QueryRejected(Exception):
-    """Temporal answered INVALID_ARGUMENT to a value that came from the caller."""
+class QueryRejected(ServiceError):
+    """Temporal answered INVALID_ARGUMENT to a value that came from the caller (``field``:
+    where that value was)."""
+
+    def __init__(self, message: str, field: str = "path") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ExecutionNotRunning(Exception):
@@ -276,7 +302,7 @@ class ExecutionService:
                     ExecutionWorkflow.attach, attach, start_workflow_operation=start, id=update_id
                 )
         except WorkflowUpdateFailedError as err:
-            if isinstance(err.cause, ApplicationError) and err.cause.type == "IdempotencyKeyReused":
+            if _refused(err, Refusal.IDEMPOTENCY_KEY_REUSED):
                 raise IdempotencyKeyReused from None
             raise
 
@@ -307,7 +333,7 @@ class ExecutionService:
                 raise CallbackRefused(cause.type) from None
             raise
         except ExecutionNotRunning:
-            raise CallbackRefused("CallbackClosed") from None
+            raise CallbackRefused(Refusal.CALLBACK_CLOSED) from None
 
     # -- cancel -----------------------------------------------------------------------------
 
@@ -316,24 +342,22 @@ class ExecutionService:
 
         Raises :class:`AlreadyTerminal` when it had ended some other way first."""
         handle = self._handle(eid)
+        view: ExecutionView | None = None
         try:
             async with temporal_call(self._deadline):
                 # One update id per execution: a repeated cancel is deduplicated by Temporal.
-                await handle.execute_update(
+                view = await handle.execute_update(
                     ExecutionWorkflow.cancel, CancelInput(by=by), id="cancel"
                 )
         except WorkflowUpdateFailedError as err:
-            if not (
-                isinstance(err.cause, ApplicationError) and err.cause.type == "AlreadyTerminal"
-            ):
+            if not _refused(err, Refusal.ALREADY_TERMINAL):
                 raise
         except ExecutionNotRunning:
-            pass  # closed before the cancel: the view below says how it ended
-        view = await self.view(eid)
-        assert view is not None
-        if view.status != Status.CANCELLED or not (view.statusReason or "").startswith(
-            "cancelled by "
-        ):
+            pass  # closed before the cancel: its records say how it ended
+        if view is None:
+            view = await self.view(eid)
+            assert view is not None
+        if view.status != Status.CANCELLED or view.cancelledBy is None:
             raise AlreadyTerminal(view)
         return view
 
@@ -501,6 +525,9 @@ class ExecutionService:
                     "finishedAt": desc.close_time,
                     "updatedAt": desc.close_time or state.updatedAt,
                     "callbacks": None,
+                    "cancelledBy": "an operator in Temporal"
+                    if desc.status == WorkflowExecutionStatus.CANCELED
+                    else None,
                 }
             )
         return ExecutionView.build(inp, state)

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api.access import authenticate, deps_of, ok, read_view, reader
 from api.auth import bearer_token
 from api.bodies import has_control
 from api.cursors import BadCursor, CursorSigner
 from api.deps import client_address
-from api.errors import ApiError, FieldError, bad_request, not_found
-from api.routes import _authenticate, _deps, _ok, _reader, _view_or_unavailable
+from api.errors import FieldError, bad_request, not_found
 from api.service import QueryRejected, TemporalUnavailable
 from workflows.models import ExecutionView, Status
 
@@ -32,11 +32,11 @@ async def stream_events(request: Request) -> Response:
     ``reconnect`` event ends the stream (the client reconnects, with ``Last-Event-ID``).
     Concurrent streams are capped per token and per client address. A client that goes away
     cancels the stream and its polling at once (Starlette watches for the disconnect)."""
-    deps = _deps(request)
+    deps = deps_of(request)
     settings = deps.settings
     execution_id = request.path_params["executionId"]
-    shape, headers = await _reader(request, execution_id)
-    first = await _view_or_unavailable(deps, execution_id)
+    shape, headers = await reader(request, execution_id)
+    first = await read_view(deps, execution_id)
     if first is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
     shape(first)  # authorization before the stream starts
@@ -100,8 +100,8 @@ class _HeldStream(StreamingResponse):
 
 
 async def list_executions(request: Request) -> JSONResponse:
-    deps = _deps(request)
-    principal = await _authenticate(request, "executions:read")
+    deps = deps_of(request)
+    principal = await authenticate(request, "executions:read")
     workflow_id = request.path_params["id"]
     if await deps.workflows.get(workflow_id) is None:
         raise not_found(f"Workflow {workflow_id!r} does not exist.")
@@ -137,19 +137,14 @@ async def list_executions(request: Request) -> JSONResponse:
         items, next_token = await deps.service.list_executions(
             principal.organization_id, workflow_id, filters, limit, cursor
         )
-    except TemporalUnavailable:
-        raise ApiError(503, "temporal_unavailable", "Temporal did not answer in time.") from None
     except QueryRejected as rejected:
-        raise bad_request(
-            "Temporal refused the query these parameters make.",
-            [FieldError("query", str(rejected))],
-        ) from None
+        raise QueryRejected(str(rejected), field="query") from None
     next_cursor = (
         signer.issue(next_token, principal.organization_id, workflow_id, filters)
         if next_token
         else None
     )
-    return _ok(
+    return ok(
         {"executions": items, "nextCursor": next_cursor, "hasMore": next_cursor is not None},
         request.state.response_headers,
     )

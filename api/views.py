@@ -26,7 +26,7 @@ CLIENT_FIELDS = (
     "startedAt",
     "finishedAt",
 )
-INTERNAL_FIELDS = frozenset({"clientStatusReason"})
+INTERNAL_FIELDS = frozenset({"clientStatusReason", "cancelledBy"})
 # For states recorded before the workflow kept a payer-safe reason: say only what happened.
 _GENERIC_REASON = {
     Status.FAILED: "the execution failed",

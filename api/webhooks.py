@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.access import deps_of
 from api.bodies import read_limited
-from api.deps import Deps
-from api.errors import ApiError, FieldError, bad_request, envelope, not_found
+from api.errors import FieldError, bad_request, envelope, not_found
 from api.payment_events import InvalidSignature, verify
 from api.service import TemporalUnavailable
 from tollway.settings import webhook_secrets
@@ -16,7 +16,7 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 
 async def receive_payment_event(request: Request) -> JSONResponse:
-    deps: Deps = request.app.state.deps
+    deps = deps_of(request)
     request.state.response_headers = await deps.limit_address(
         request, deps.settings.webhook_rate_limit, "webhook"
     )
@@ -37,10 +37,8 @@ async def receive_payment_event(request: Request) -> JSONResponse:
         ) from None
     try:
         outcome = await deps.payments.process(provider, event)
-    except TemporalUnavailable:
-        raise ApiError(
-            503, "temporal_unavailable", "The event could not be delivered now; retry later."
-        ) from None
+    except TemporalUnavailable as exc:
+        raise exc.advise("The event could not be delivered now; retry later.") from None
     request.app.state.metrics.webhooks.labels(provider, outcome).inc()
     return JSONResponse(
         envelope(200, "success", {"received": True, "outcome": outcome}),

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from tollway.payment_models import CheckoutRequest, ConfirmPaymentRequest, RefundRequest
 from tollway.tables import Order, Payment, utcnow
-from workflows.models import CheckoutRequest, ConfirmPaymentRequest, RefundRequest
 
 
 def order_id_for(execution_id: str) -> str:

@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.payments import PaymentProvider
 from tollway.ledger import OrderLedger
-from workflows.models import RefundRequest
+from tollway.payment_models import RefundRequest
 
 
 class SettleError(ValueError):

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Status,
     )
     from workflows.policies import CALL_TIMEOUT, initial_state
+    from workflows.refusals import Refusal
     from workflows.work_phase import WorkPhase
 
 
@@ -83,7 +84,7 @@ class ExecutionWorkflow(WorkPhase):
         if inp.fingerprint != self._input.fingerprint:
             raise ApplicationError(
                 "idempotency key already used with a different request",
-                type="IdempotencyKeyReused",
+                type=Refusal.IDEMPOTENCY_KEY_REUSED,
             )
 
     @workflow.update
@@ -112,15 +113,17 @@ class ExecutionWorkflow(WorkPhase):
     def _validate_callback(self, inp: CallbackInput) -> None:
         expected = self._callbacks.get(inp.step_id)
         if expected is None:
-            raise ApplicationError("no such callback", type="UnknownCallback")
+            raise ApplicationError("no such callback", type=Refusal.UNKNOWN_CALLBACK)
         if not hmac.compare_digest(expected.token.encode(), inp.token.encode()):
-            raise ApplicationError("wrong callback token", type="BadCallbackToken")
+            raise ApplicationError("wrong callback token", type=Refusal.BAD_CALLBACK_TOKEN)
         if (
             inp.step_id in self._callback_bodies
             or inp.step_id in self._closed_callbacks
             or self._state.status.terminal
         ):
-            raise ApplicationError("this callback is no longer awaited", type="CallbackClosed")
+            raise ApplicationError(
+                "this callback is no longer awaited", type=Refusal.CALLBACK_CLOSED
+            )
 
     @workflow.update
     async def cancel(self, inp: CancelInput) -> ExecutionView:
@@ -133,7 +136,8 @@ class ExecutionWorkflow(WorkPhase):
     def _validate_cancel(self, inp: CancelInput) -> None:
         if self._state.status.terminal:
             raise ApplicationError(
-                f"execution already ended: {self._state.status.value}", type="AlreadyTerminal"
+                f"execution already ended: {self._state.status.value}",
+                type=Refusal.ALREADY_TERMINAL,
             )
 
     # -- main -------------------------------------------------------------------------------

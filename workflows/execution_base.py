@@ -49,6 +49,19 @@ class ExecutionBase:
             **changes,
         )
 
+    def _end_cancelled(self, when: str, **changes: Any) -> None:
+        """End by the cancellation asked for (``when``: "before payment", "while queued",
+        "while running"); ``cancelledBy`` records that a cancel request ended it, so the API
+        answers a repeated cancel from data, not from the words of the reason."""
+        assert self._cancel is not None
+        self._end(
+            Status.CANCELLED,
+            f"cancelled by {self._cancel.by} {when}",
+            f"cancelled {when}",
+            cancelledBy=self._cancel.by,
+            **changes,
+        )
+
     def _reason(self, reason: str | None, client: str | None, **changes: Any) -> None:
         self._set(statusReason=reason, clientStatusReason=client, **changes)
 

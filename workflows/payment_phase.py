@@ -97,12 +97,7 @@ class PaymentPhase(ExecutionBase):
                 continue
             if self._cancel is not None:
                 await self._close_checkout("cancelled")
-                self._end(
-                    Status.CANCELLED,
-                    f"cancelled by {self._cancel.by} before payment",
-                    "cancelled before payment",
-                    paymentStatus=PaymentStatus.CANCELLED,
-                )
+                self._end_cancelled("before payment", paymentStatus=PaymentStatus.CANCELLED)
                 return False
             await self._drain_inbox()
         if self._payment is None:

@@ -43,11 +43,7 @@ class WorkPhase(PaymentPhase):
         else:
             assert self._cancel is not None
             await self._refund_own(f"cancelled by {self._cancel.by}")
-            self._end(
-                Status.CANCELLED,
-                f"cancelled by {self._cancel.by} while queued",
-                "cancelled while queued",
-            )
+            self._end_cancelled("while queued")
         await self._release_slot()
 
     def _slot_request(self) -> SlotRequest:
@@ -105,11 +101,7 @@ class WorkPhase(PaymentPhase):
         except asyncio.CancelledError:
             assert self._cancel is not None
             await self._refund_own(f"cancelled by {self._cancel.by}")
-            self._end(
-                Status.CANCELLED,
-                f"cancelled by {self._cancel.by} while running",
-                "cancelled while running",
-            )
+            self._end_cancelled("while running")
             return
         if failure is None:
             return

@@ -1,0 +1,82 @@
+"""What every handler asks before it acts, in one place: this app's dependencies, who is
+calling (API token with a scope, or an execution's client token) and the rate limits that
+apply to them, and reading a view with Temporal's unavailability answered as a 503."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import Principal, bearer_token
+from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
+from api.client_tokens import verify
+from api.deps import Deps
+from api.errors import ApiError, envelope, forbidden, not_found
+from api.service import TemporalUnavailable
+from api.views import client_view, full_view
+from workflows.models import ExecutionView
+
+
+def deps_of(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+async def authenticate(request: Request, scope: str) -> Principal:
+    deps = deps_of(request)
+    principal = await deps.tokens.require(request)
+    request.state.response_headers = await deps.rate_limiter.hit(
+        principal.token_id, principal.rate_limit
+    )
+    if scope not in principal.scopes:
+        raise forbidden(f"This API token lacks the {scope!r} scope.")
+    return principal
+
+
+def ok(data: Any, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse(envelope(200, "success", data), headers=headers)
+
+
+Shape = Callable[[ExecutionView], dict[str, Any]]
+
+
+async def reader(request: Request, execution_id: str) -> tuple[Shape, dict[str, str]]:
+    """Who may read this execution, and how much: the creating organization's API token
+    (full view) or the execution's own client token (client-safe view)."""
+    deps = deps_of(request)
+    presented = bearer_token(request) or request.query_params.get("client_token")
+    if presented and presented.startswith(CLIENT_TOKEN_PREFIX):
+        opens = verify(deps.client_token_secret, presented)
+        if opens is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "The client token is not valid or has expired.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if opens != execution_id:
+            raise not_found(f"Execution {execution_id!r} does not exist.")
+        # Per execution, so handing out more client tokens (replays) buys no more reads.
+        headers = await deps.rate_limiter.hit(
+            execution_id, deps.settings.client_rate_limit, "client", "this execution's client"
+        )
+        request.state.response_headers = headers
+        return client_view, headers
+    principal = await authenticate(request, "executions:read")
+
+    def owned(view: ExecutionView) -> dict[str, Any]:
+        if view.organizationId != principal.organization_id:
+            raise not_found(f"Execution {execution_id!r} does not exist.")
+        return full_view(view)
+
+    return owned, request.state.response_headers
+
+
+async def read_view(deps: Deps, execution_id: str) -> ExecutionView | None:
+    try:
+        return await deps.service.view(execution_id)
+    except TemporalUnavailable as exc:
+        raise exc.advise("Temporal did not answer in time.") from None
