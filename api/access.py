@@ -15,8 +15,8 @@ from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
 from api.client_tokens import verify
 from api.deps import Deps
 from api.errors import ApiError, envelope, forbidden, not_found
-from api.service import TemporalUnavailable
-from api.views import client_view, full_view
+from tollway.executions import TemporalUnavailable
+from tollway.views import client_view, full_view
 from workflows.models import ExecutionView
 
 

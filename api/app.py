@@ -44,9 +44,9 @@ from api.metrics import Metrics, metrics_endpoint
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
-from api.service import ExecutionService, ServiceError
 from api.streams import StreamSlots
 from tollway.db import make_engine
+from tollway.executions import ExecutionService, ServiceError
 from tollway.ledger import OrderLedger
 from tollway.local_bank import LocalBank
 from tollway.logging import configure_logging

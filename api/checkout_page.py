@@ -25,7 +25,7 @@ from api.bodies import read_limited
 from api.deps import Deps
 from api.errors import ApiError
 from api.payment_events import verify
-from api.service import TemporalUnavailable
+from tollway.executions import TemporalUnavailable
 from tollway.local_bank import checkout_event, encode, sign
 from tollway.settings import webhook_secrets
 from tollway.tables import Order, utcnow

@@ -13,9 +13,9 @@ from api.auth import TokenResolver
 from api.errors import DATABASE_DOWN
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
-from api.service import ExecutionService
 from api.streams import StreamSlots
 from tollway.admin import WorkflowRecord, find_workflow
+from tollway.executions import ExecutionService
 from tollway.ledger import OrderLedger
 from tollway.local_bank import LocalBank
 from tollway.settings import Settings, secret_value

@@ -13,7 +13,7 @@
 
 ``code`` is the HTTP status (an integer, as in the success envelope); ``error`` is the
 machine-readable reason; ``errors`` names each bad field. What the service answers instead of
-a result (:class:`api.service.ServiceError` and its kinds) becomes an ApiError through one
+a result (:class:`tollway.executions.ServiceError` and its kinds) becomes an ApiError through one
 table, :data:`SERVICE_ERRORS`.
 """
 
@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.request_id import current_request_id
-from api.service import (
+from tollway.executions import (
     AlreadyTerminal,
     CallbackRefused,
     IdempotencyKeyReused,
@@ -37,8 +37,8 @@ from api.service import (
     ServiceError,
     TemporalUnavailable,
 )
-from api.views import full_view
 from tollway.outage import DATABASE_DOWN
+from tollway.views import full_view
 from workflows.refusals import Refusal
 
 __all__ = ["DATABASE_DOWN"]

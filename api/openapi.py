@@ -13,7 +13,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from api.bodies import MAX_KEY_LENGTH, NO_CONTROL, CreateExecutionBody
-from api.views import CLIENT_FIELDS, INTERNAL_FIELDS, ExecutionSummary
+from tollway.executions import ExecutionSummary
+from tollway.views import CLIENT_FIELDS, INTERNAL_FIELDS
 from workflows.models import ExecutionView, Status
 
 REF = "#/components/schemas/{model}"

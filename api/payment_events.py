@@ -34,7 +34,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.service import ExecutionNotRunning, temporal_call
+from tollway.executions import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
 from tollway.tables import PaymentEvent
 from workflows.execution import ExecutionWorkflow

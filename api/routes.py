@@ -12,11 +12,11 @@ from api.auth import bearer_token
 from api.bodies import MAX_JSON_DEPTH, json_depth, load_json, parse_create_body, read_limited
 from api.client_tokens import issue
 from api.errors import ApiError, FieldError, bad_request, forbidden, not_found
-from api.service import (
+from tollway.executions import (
     CreateCommand,
     TemporalUnavailable,
 )
-from api.views import full_view
+from tollway.views import full_view
 from workflows.models import ExecutionRequest
 
 

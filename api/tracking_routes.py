@@ -19,7 +19,7 @@ from api.bodies import has_control
 from api.cursors import BadCursor, CursorSigner
 from api.deps import client_address
 from api.errors import FieldError, bad_request, not_found
-from api.service import QueryRejected, TemporalUnavailable
+from tollway.executions import QueryRejected, TemporalUnavailable
 from workflows.models import ExecutionView, Status
 
 EVENT_POLL_SECONDS = 0.5

@@ -9,7 +9,7 @@ from api.access import deps_of
 from api.bodies import read_limited
 from api.errors import FieldError, bad_request, envelope, not_found
 from api.payment_events import InvalidSignature, verify
-from api.service import TemporalUnavailable
+from tollway.executions import TemporalUnavailable
 from tollway.settings import webhook_secrets
 
 MAX_EVENT_BYTES = 1024 * 1024

@@ -208,9 +208,9 @@ async def assert_money_invariants(
 async def assert_tenant_money_invariants(client: Client, engine: Engine, org_id: str) -> None:
     """Every priced execution a test made for ``org_id``, checked after the test: the money
     rules hold whatever the test itself asserted."""
-    from api.service import ExecutionService
-    from api.views import full_view
+    from tollway.executions import ExecutionService
     from tollway.tables import Order
+    from tollway.views import full_view
 
     with Session(engine) as session:
         orders = list(session.exec(select(Order).where(Order.organization_id == org_id)))

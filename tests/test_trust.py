@@ -20,10 +20,10 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Replayer
 
-from api.views import CLIENT_FIELDS
 from tests.helpers import CONVERTER, GREETING, Tenant, create, eventually, view, wait_status
 from tests.history_text import decoded_history
 from tests.money import assert_money_invariants, capture, charges, completed, send, steps_ran
+from tollway.views import CLIENT_FIELDS
 from workflows.execution import ExecutionWorkflow
 from workflows.models import PaymentEventKind, PaymentNotice
 

@@ -61,10 +61,10 @@ def run(args: argparse.Namespace, engine: Engine) -> int:
 
 
 async def _run(args: argparse.Namespace, engine: Engine) -> int:
-    from api.service import AlreadyTerminal, ExecutionService
-    from api.views import full_view
+    from tollway.executions import AlreadyTerminal, ExecutionService
     from tollway.ledger import OrderLedger
     from tollway.temporal import connect
+    from tollway.views import full_view
 
     settings = get_settings()
     client = await connect(settings)

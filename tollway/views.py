@@ -4,12 +4,9 @@ the full view never reaches payers by default."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
-
-from workflows.models import ExecutionView, PaymentStatus, Status
+from workflows.models import ExecutionView, Status
 
 CLIENT_FIELDS = (
     "id",
@@ -48,19 +45,3 @@ def client_view(view: ExecutionView) -> dict[str, Any]:
     dumped = view.model_dump(mode="json", include=set(CLIENT_FIELDS))
     dumped["statusReason"] = client_reason(view)
     return {name: dumped[name] for name in CLIENT_FIELDS}
-
-
-class ExecutionSummary(BaseModel):
-    """One item of the list: what visibility and the memo hold, without payloads."""
-
-    id: str
-    workflowId: str
-    status: Status
-    paymentStatus: PaymentStatus
-    statusReason: str | None
-    sourceSystem: str | None
-    externalRef: str | None
-    runId: str
-    createdAt: datetime
-    updatedAt: datetime
-    finishedAt: datetime | None

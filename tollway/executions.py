@@ -1,4 +1,5 @@
-"""The execution service: everything the API asks of Temporal, in domain terms.
+"""The execution service: everything the API and the operator CLI ask of Temporal, in domain
+terms.
 
 Handlers call :meth:`ExecutionService.create` and :meth:`ExecutionService.view`; Temporal
 failures are mapped here, by type and status code, to the small set of domain errors below.
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -37,7 +39,6 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.views import ExecutionSummary
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
@@ -62,6 +63,22 @@ from workflows.models import (
 )
 from workflows.policies import WORKFLOW_TASK_TIMEOUT, initial_state, initial_statuses
 from workflows.refusals import Refusal
+
+
+class ExecutionSummary(BaseModel):
+    """One item of the list: what visibility and the memo hold, without payloads."""
+
+    id: str
+    workflowId: str
+    status: Status
+    paymentStatus: PaymentStatus
+    statusReason: str | None
+    sourceSystem: str | None
+    externalRef: str | None
+    runId: str
+    createdAt: datetime
+    updatedAt: datetime
+    finishedAt: datetime | None
 
 
 class ServiceError(Exception):
