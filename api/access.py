@@ -20,6 +20,19 @@ from tollway.views import client_view, full_view
 from workflows.models import ExecutionView
 
 
+def client_token_cookie(execution_id: str) -> str:
+    """The cookie the payer's status page keeps the execution's client token in."""
+    return f"tw_ct_{execution_id}"
+
+
+def client_token_of(request: Request, execution_id: str) -> str | None:
+    """A client token given as ``?client_token=`` (browsers, EventSource) or in the status
+    page's cookie for this execution."""
+    return request.query_params.get("client_token") or request.cookies.get(
+        client_token_cookie(execution_id)
+    )
+
+
 def deps_of(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
@@ -47,7 +60,7 @@ async def reader(request: Request, execution_id: str) -> tuple[Shape, dict[str, 
     """Who may read this execution, and how much: the creating organization's API token
     (full view) or the execution's own client token (client-safe view)."""
     deps = deps_of(request)
-    presented = bearer_token(request) or request.query_params.get("client_token")
+    presented = bearer_token(request) or client_token_of(request, execution_id)
     if presented and presented.startswith(CLIENT_TOKEN_PREFIX):
         opens = verify(deps.client_token_secret, presented)
         if opens is None:
@@ -80,3 +93,31 @@ async def read_view(deps: Deps, execution_id: str) -> ExecutionView | None:
         return await deps.service.view(execution_id)
     except TemporalUnavailable as exc:
         raise exc.advise("Temporal did not answer in time.") from None
+
+
+MAX_WAIT_SECONDS = 60
+
+
+def preferred_wait(request: Request) -> int | None:
+    """``Prefer: wait=N`` (RFC 7240), capped at 60 s; None when not asked for. A preference
+    that is not understood is ignored, as the RFC says."""
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.strip().partition("=")
+            value = value.split(";")[0].strip().strip('"')
+            if name.strip().lower() == "wait" and value.isdigit() and len(value) < 6:
+                return min(int(value), MAX_WAIT_SECONDS)
+    return None
+
+
+async def settle_if_asked(
+    request: Request, view: ExecutionView, headers: dict[str, str]
+) -> tuple[ExecutionView, dict[str, str]]:
+    """Hold the answer while ``Prefer: wait`` asks, until the execution is settled (ended, or
+    waiting on the outside world). Fed by the shared watcher: no poll loop per caller, and
+    nothing added to the workflow's history."""
+    wait = preferred_wait(request)
+    if wait is None:
+        return view, headers
+    view = await deps_of(request).watchers.wait_settled(view, wait)
+    return view, {**headers, "Preference-Applied": f"wait={wait}", "Vary": "Prefer"}

@@ -45,6 +45,7 @@ from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.request_id import RequestIdMiddleware
 from api.streams import StreamSlots
+from api.watch import Watchers
 from tollway.db import make_engine
 from tollway.executions import ExecutionService, ServiceError
 from tollway.ledger import OrderLedger
@@ -59,18 +60,22 @@ log = structlog.get_logger("tollway.api")
 _REASONS = {404: "not_found", 405: "method_not_allowed"}
 
 
-def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
+def build_deps(
+    settings: Settings, client: Client, engine: Engine, metrics: Metrics | None = None
+) -> Deps:
+    service = ExecutionService(
+        client,
+        settings.task_queue,
+        request_deadline=settings.request_deadline_seconds,
+        query_timeout=settings.query_timeout_seconds,
+        public_base_url=settings.public_base_url,
+        ledger=OrderLedger(engine),
+    )
+    polls = metrics.watch_polls.inc if metrics is not None else None
     return Deps(
         settings=settings,
         engine=engine,
-        service=ExecutionService(
-            client,
-            settings.task_queue,
-            request_deadline=settings.request_deadline_seconds,
-            query_timeout=settings.query_timeout_seconds,
-            public_base_url=settings.public_base_url,
-            ledger=OrderLedger(engine),
-        ),
+        service=service,
         tokens=TokenResolver(
             engine, settings.auth_cache_seconds, stale=settings.auth_stale_seconds
         ),
@@ -90,6 +95,7 @@ def build_deps(settings: Settings, client: Client, engine: Engine) -> Deps:
         streams=StreamSlots(
             settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
         ),
+        watchers=Watchers(service, on_poll=polls),
     )
 
 
@@ -141,7 +147,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
         engine = make_engine(settings.database_url)
         require_current(engine)  # tables are made by `tollway migrate`, never here
         client = await connect(settings)
-        app.state.deps = build_deps(settings, client, engine)
+        app.state.deps = build_deps(settings, client, engine, app.state.metrics)
         log.info("api started", temporal=settings.temporal_address)
         yield
         engine.dispose()

@@ -14,6 +14,7 @@ from api.errors import DATABASE_DOWN
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
 from api.streams import StreamSlots
+from api.watch import Watchers
 from tollway.admin import WorkflowRecord, find_workflow
 from tollway.executions import ExecutionService
 from tollway.ledger import OrderLedger
@@ -68,6 +69,7 @@ class Deps:
     payments: PaymentEventProcessor
     local_bank: LocalBank
     streams: StreamSlots
+    watchers: Watchers
 
     async def limit_address(self, request: Request, rate: str, scope: str) -> dict[str, str]:
         """Count a request from this client address against ``rate`` (429 when spent)."""

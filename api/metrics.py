@@ -57,6 +57,12 @@ class Metrics:
         self.streams_open = Gauge(
             "tollway_sse_streams_open", "Event streams open now.", registry=self.registry
         )
+        self.watch_polls = Counter(
+            "tollway_watch_polls",
+            "Views read by the shared execution watchers (one loop per watched execution, "
+            "whatever the number of streams and waiting callers on it).",
+            registry=self.registry,
+        )
 
 
 def _route(app: ASGIApp, scope: Scope) -> str:

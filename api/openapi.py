@@ -167,6 +167,22 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _IDENTIFIER = {"type": "string", "pattern": NO_CONTROL}
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "`wait=N` (RFC 7240, N <= 60): hold the answer until the execution has "
+    "ended or waits on the outside world (payment, a callback), or N seconds passed; the "
+    "answer then says `Preference-Applied: wait=N`.",
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The `id` of the last event received: only a newer state is sent.",
+}
 _EXECUTION_ID = _path("executionId", "The execution's id (`exe_…`).")
 _CLIENT_TOKEN = _query("client_token", {"type": "string"}, "The client token, for browsers.")
 _READERS: list[dict[str, list[str]]] = [
@@ -206,12 +222,13 @@ def _paths() -> dict[str, Any]:
                 "(`Idempotent-Replayed: true`); with another body, 400 `idempotency_key_reused`.",
                 "security": [{"apiToken": []}],
                 "parameters": [
+                    _PREFER,
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
                         "schema": {**_IDENTIFIER, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-                    }
+                    },
                 ],
                 "requestBody": {
                     "required": True,
@@ -274,7 +291,7 @@ def _paths() -> dict[str, Any]:
                 "description": "The full view to the creating organization's API tokens, the "
                 "client-safe view to the execution's client token.",
                 "security": _READERS,
-                "parameters": [_CLIENT_TOKEN],
+                "parameters": [_CLIENT_TOKEN, _PREFER],
                 "responses": _responses(_ONE_EXECUTION, 401, 403, 429, 503),
             },
         },
@@ -299,7 +316,7 @@ def _paths() -> dict[str, Any]:
                 "ends with the terminal state, or with a `reconnect` event after its maximum "
                 "lifetime.",
                 "security": _READERS,
-                "parameters": [_CLIENT_TOKEN],
+                "parameters": [_CLIENT_TOKEN, _LAST_EVENT_ID],
                 "responses": _responses(
                     {
                         "description": "An event stream.",

@@ -7,7 +7,7 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.access import authenticate, deps_of, ok, read_view, reader
+from api.access import authenticate, deps_of, ok, read_view, reader, settle_if_asked
 from api.auth import bearer_token
 from api.bodies import MAX_JSON_DEPTH, json_depth, load_json, parse_create_body, read_limited
 from api.client_tokens import issue
@@ -59,6 +59,7 @@ async def create_execution(request: Request) -> JSONResponse:
     request.app.state.metrics.creates.labels("replayed" if outcome.replayed else "created").inc()
     if outcome.replayed:
         headers = {**headers, "Idempotent-Replayed": "true"}
+    view, headers = await settle_if_asked(request, view, headers)
     token = issue(deps.client_token_secret, view.id, deps.settings.client_token_ttl_seconds)
     data = {"clientToken": token, "checkoutUrl": view.checkoutUrl, "execution": full_view(view)}
     return ok(data, headers)
@@ -70,6 +71,8 @@ async def get_execution(request: Request) -> JSONResponse:
     view = await read_view(deps_of(request), execution_id)
     if view is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
+    shape(view)  # authorization before any waiting
+    view, headers = await settle_if_asked(request, view, headers)
     return ok({"execution": shape(view)}, headers)
 
 

@@ -9,29 +9,32 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from api.access import authenticate, deps_of, ok, read_view, reader
+from api.access import authenticate, client_token_of, deps_of, ok, read_view, reader
 from api.auth import bearer_token
 from api.bodies import has_control
 from api.cursors import BadCursor, CursorSigner
 from api.deps import client_address
 from api.errors import FieldError, bad_request, not_found
-from tollway.executions import QueryRejected, TemporalUnavailable
-from workflows.models import ExecutionView, Status
-
-EVENT_POLL_SECONDS = 0.5
+from api.watch import event_id
+from tollway.executions import QueryRejected
+from workflows.models import Status
 
 
 async def stream_events(request: Request) -> Response:
-    """Server-Sent Events: one ``execution`` event per change, until the execution ends.
+    """Server-Sent Events: the current state first, then one ``execution`` event per change,
+    until the execution ends. Each event's ``id`` orders the changes; a client that reconnects
+    with ``Last-Event-ID`` gets only a state it has not seen (the current one, if newer).
 
-    Keep-alive comments while nothing changes; after ``TOLLWAY_SSE_MAX_SECONDS`` a
-    ``reconnect`` event ends the stream (the client reconnects, with ``Last-Event-ID``).
-    Concurrent streams are capped per token and per client address. A client that goes away
-    cancels the stream and its polling at once (Starlette watches for the disconnect)."""
+    Every stream on an execution in this process is fed by one shared watcher
+    (``api.watch``). Keep-alive comments while nothing changes; after
+    ``TOLLWAY_SSE_MAX_SECONDS`` a ``reconnect`` event ends the stream. Concurrent streams are
+    capped per token and per client address; a client that goes away frees its slot and its
+    share of the watcher at once."""
     deps = deps_of(request)
     settings = deps.settings
     execution_id = request.path_params["executionId"]
@@ -40,53 +43,60 @@ async def stream_events(request: Request) -> Response:
     if first is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
     shape(first)  # authorization before the stream starts
-    presented = bearer_token(request) or request.query_params.get("client_token") or ""
+    seen = _last_event_id(request)
+    presented = bearer_token(request) or client_token_of(request, execution_id) or ""
     token_key = hashlib.sha256(presented.encode()).hexdigest()
     freed = deps.streams.take(token_key, client_address(request))  # 429 when capped
+    watch = deps.watchers.join(execution_id)
     gauge = request.app.state.metrics.streams_open
     gauge.inc()
 
     def release() -> None:
         freed()
+        deps.watchers.leave(watch)
         gauge.dec()
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        await watch.offer(first)
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + settings.sse_max_seconds
-        view: ExecutionView | None = first
-        last_sent = None
-        quiet = 0.0
-        while view is not None:
-            if view.updatedAt != last_sent:
-                last_sent = view.updatedAt
-                payload = json.dumps(shape(view), separators=(",", ":"))
-                yield f"id: {view.updatedAt.isoformat()}\nevent: execution\ndata: {payload}\n\n"
-                quiet = 0.0
-                if view.status.terminal:
-                    return
-            elif quiet >= settings.sse_keepalive_seconds:
-                yield ": keep-alive\n\n"
-                quiet = 0.0
-            if loop.time() >= ends_at:
-                yield 'retry: 1000\nevent: reconnect\ndata: {"reason":"max_lifetime"}\n\n'
+        sent = seen
+        while True:
+            version, view = watch.version, watch.latest or first
+            number = event_id(view)
+            if sent is None or number > sent:
+                sent = number
+                data = json.dumps(shape(view), separators=(",", ":"))
+                yield ServerSentEvent(data, event="execution", id=str(number), sep="\n")
+            if view.status.terminal:
                 return
-            await asyncio.sleep(EVENT_POLL_SECONDS)
-            quiet += EVENT_POLL_SECONDS
-            try:
-                view = await deps.service.view(execution_id)
-            except TemporalUnavailable:
-                continue
+            left = ends_at - loop.time()
+            if left <= 0 or not await watch.changed(version, left):
+                yield ServerSentEvent(
+                    '{"reason":"max_lifetime"}', event="reconnect", retry=1000, sep="\n"
+                )
+                return
 
     return _HeldStream(
         release,
         events(),
-        media_type="text/event-stream",
+        sep="\n",
+        ping=settings.sse_keepalive_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
         headers={**headers, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
-class _HeldStream(StreamingResponse):
-    """A stream that gives its slot back however it ends (even before its first byte)."""
+def _last_event_id(request: Request) -> int | None:
+    """``Last-Event-ID`` (or ``?lastEventId=``, for clients that cannot set headers); an id
+    that is not one of ours counts as none."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    return int(raw) if raw and raw.isdigit() and len(raw) < 20 else None
+
+
+class _HeldStream(EventSourceResponse):
+    """A stream that gives its slot and its watcher share back however it ends (even before
+    its first byte, or when the client goes away)."""
 
     def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

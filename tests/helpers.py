@@ -106,12 +106,16 @@ def key() -> str:
 
 
 async def create(
-    http: httpx.AsyncClient, tenant: Tenant, workflow_id: str, **overrides: Any
+    http: httpx.AsyncClient,
+    tenant: Tenant,
+    workflow_id: str,
+    headers: dict[str, str] | None = None,
+    **overrides: Any,
 ) -> httpx.Response:
     return await http.post(
         f"/v1/public/workflows/{workflow_id}/executions",
         json=body(**overrides),
-        headers=tenant.auth,
+        headers={**tenant.auth, **(headers or {})},
     )
 
 

@@ -136,7 +136,7 @@ async def test_streams_are_capped_end_after_their_lifetime_and_keep_alive(
     body = ended.text
     assert body.count("event: execution") == 1  # nothing changed while it was open
     assert ": keep-alive" in body
-    assert body.rstrip().endswith('event: reconnect\ndata: {"reason":"max_lifetime"}')
+    assert body.rstrip().endswith('event: reconnect\ndata: {"reason":"max_lifetime"}\nretry: 1000')
     # The slot came back: a new stream may open.
     again = await stream(second)
     assert again.status_code == 200 and "event: reconnect" in again.text
