@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from api.bodies import MAX_KEY_LENGTH, NO_CONTROL, CreateExecutionBody
 from tollway.executions import ExecutionSummary
 from tollway.views import CLIENT_FIELDS, INTERNAL_FIELDS
-from workflows.models import ExecutionView, Status
+from workflows.models import ExecutionView, PaymentStatus, Status
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
@@ -257,8 +257,25 @@ def _paths() -> dict[str, Any]:
                 "security": [{"apiToken": []}],
                 "parameters": [
                     _query("status", {"enum": [s.value for s in Status]}, "Only this status."),
+                    _query(
+                        "paymentStatus",
+                        {"enum": [s.value for s in PaymentStatus]},
+                        "Only this payment status (as it was when the execution closed).",
+                    ),
                     _query("sourceSystem", _IDENTIFIER, "Only this sourceSystem."),
+                    _query("sourceEntityType", _IDENTIFIER, "Only this sourceEntityType."),
+                    _query("sourceEntityId", _IDENTIFIER, "Only this sourceEntityId."),
                     _query("externalRef", _IDENTIFIER, "Only this externalRef."),
+                    _query(
+                        "createdAfter",
+                        {"type": "string", "format": "date-time"},
+                        "Created at or after this instant (RFC 3339, with its offset).",
+                    ),
+                    _query(
+                        "createdBefore",
+                        {"type": "string", "format": "date-time"},
+                        "Created before this instant; later than createdAfter.",
+                    ),
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},

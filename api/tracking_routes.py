@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -22,7 +23,8 @@ from api.deps import client_address
 from api.errors import FieldError, bad_request, not_found
 from api.watch import event_id
 from tollway.executions import QueryRejected
-from workflows.models import Status
+from workflows import search_attributes as sa
+from workflows.models import PaymentStatus, Status
 
 
 async def stream_events(request: Request) -> Response:
@@ -117,26 +119,33 @@ async def list_executions(request: Request) -> JSONResponse:
         raise not_found(f"Workflow {workflow_id!r} does not exist.")
     params = request.query_params
     errors: list[FieldError] = []
-    unknown = sorted(set(params) - {"status", "sourceSystem", "externalRef", "limit", "cursor"})
-    errors += [FieldError(name, "unknown query parameter") for name in unknown]
-    status = params.get("status")
-    if status is not None and status not in {s.value for s in Status}:
-        errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in Status)}"))
+    known = {*sa.FILTERS, "createdAfter", "createdBefore", "limit", "cursor"}
+    errors += [FieldError(name, "unknown query parameter") for name in sorted(set(params) - known)]
+    for name, kind in (("status", Status), ("paymentStatus", PaymentStatus)):
+        value = params.get(name)
+        if value is not None and value not in {s.value for s in kind}:
+            errors.append(FieldError(name, f"must be one of {', '.join(s.value for s in kind)}"))
     limit_text = params.get("limit", "20")
     limit = int(limit_text) if limit_text.isdigit() else 0
     if not 1 <= limit <= 100:
         errors.append(FieldError("limit", "must be an integer from 1 to 100"))
-    filters = {k: params[k] for k in ("status", "sourceSystem", "externalRef") if params.get(k)}
+    filters = {k: params[k] for k in sa.FILTERS if params.get(k)}
     errors += [
         FieldError(name, "must not contain control characters")
         for name, value in filters.items()
         if has_control(value)
     ]
+    created = {name: _instant(params.get(name), name, errors) for name in _RANGE}
+    after, before = created["createdAfter"], created["createdBefore"]
+    if after is not None and before is not None and after >= before:
+        errors.append(FieldError("createdBefore", "must be later than createdAfter"))
+    # The cursor is bound to every filter, the range included.
+    signed = {**filters, **{k: params[k] for k in _RANGE if k in params}}
     signer = CursorSigner(deps.client_token_secret)
     cursor: bytes | None = None
     if params.get("cursor"):
         try:
-            cursor = signer.open(params["cursor"], principal.organization_id, workflow_id, filters)
+            cursor = signer.open(params["cursor"], principal.organization_id, workflow_id, signed)
         except BadCursor:
             errors.append(
                 FieldError("cursor", "is not a cursor this API returned for these filters")
@@ -145,12 +154,12 @@ async def list_executions(request: Request) -> JSONResponse:
         raise bad_request("Query parameters are invalid.", errors)
     try:
         items, next_token = await deps.service.list_executions(
-            principal.organization_id, workflow_id, filters, limit, cursor
+            principal.organization_id, workflow_id, filters, limit, cursor, after, before
         )
     except QueryRejected as rejected:
         raise QueryRejected(str(rejected), field="query") from None
     next_cursor = (
-        signer.issue(next_token, principal.organization_id, workflow_id, filters)
+        signer.issue(next_token, principal.organization_id, workflow_id, signed)
         if next_token
         else None
     )
@@ -158,3 +167,20 @@ async def list_executions(request: Request) -> JSONResponse:
         {"executions": items, "nextCursor": next_cursor, "hasMore": next_cursor is not None},
         request.state.response_headers,
     )
+
+
+_RANGE = ("createdAfter", "createdBefore")
+
+
+def _instant(text: str | None, name: str, errors: list[FieldError]) -> datetime | None:
+    """An RFC 3339 timestamp with its offset (``2026-12-01T10:00:00Z``)."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        errors.append(FieldError(name, "must be an RFC 3339 timestamp with an offset"))
+        return None
+    return value

@@ -3,6 +3,7 @@ Server-Sent Events stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -57,6 +58,84 @@ async def test_list_is_the_callers_newest_first_with_filters_and_pages(
     assert len(first["executions"]) == 2 and first["hasMore"]
     rest = (await listing(http, tenant, wf, limit=2, cursor=first["nextCursor"])).json()["data"]
     assert [i["id"] for i in first["executions"] + rest["executions"]] == list(reversed(ids))
+
+
+async def test_list_filters_by_what_the_caller_knows_and_by_created_at(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    wf = tenant.workflow(GREETING)
+    made = []
+    for n in range(3):
+        response = await create(
+            http, tenant, wf, sourceEntityType="ticket" if n < 2 else "invoice",
+            sourceEntityId=f"T-{n}",
+        )  # fmt: skip
+        made.append(response.json()["data"]["execution"])
+        await asyncio.sleep(0.05)  # distinct creation times
+    priced = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
+    for e in made:
+        await wait_status(http, e["id"], tenant.auth, "workflow_succeeded")
+    listed = await eventually(
+        lambda: listing(http, tenant, wf), lambda r: len(r.json()["data"]["executions"]) == 3
+    )
+    # The list's createdAt is when Temporal started the workflow: what the range filters on.
+    started = {i["id"]: i["createdAt"] for i in listed.json()["data"]["executions"]}
+
+    async def ids(workflow: str = wf, **params: Any) -> list[str]:
+        response = await listing(http, tenant, workflow, **params)
+        assert response.status_code == 200, response.text
+        return [i["id"] for i in response.json()["data"]["executions"]]
+
+    assert await ids(sourceEntityType="ticket") == [made[1]["id"], made[0]["id"]]
+    assert await ids(sourceEntityType="invoice") == [made[2]["id"]]
+    assert await ids(sourceEntityId="T-1") == [made[1]["id"]]
+    assert await ids(sourceEntityType="invoice", sourceEntityId="T-1") == []
+    assert await ids(tenant.priced_wf, paymentStatus="pending") == [priced["id"]]
+    assert await ids(paymentStatus="not_required") == [e["id"] for e in reversed(made)]
+    assert await ids(paymentStatus="paid") == []
+    # created-at: [createdAfter, createdBefore), RFC 3339 with an offset.
+    second = started[made[1]["id"]]
+    assert await ids(createdAfter=second) == [made[2]["id"], made[1]["id"]]
+    assert await ids(createdBefore=second) == [made[0]["id"]]
+    assert await ids(createdAfter=started[made[0]["id"]], createdBefore=started[made[2]["id"]]) == [
+        made[1]["id"],
+        made[0]["id"],
+    ]
+    # Pages keep their filters: a cursor is refused with other ones.
+    page = (await listing(http, tenant, wf, sourceEntityType="ticket", limit=1)).json()["data"]
+    rest = await ids(sourceEntityType="ticket", limit=1, cursor=page["nextCursor"])
+    assert [page["executions"][0]["id"], *rest] == [made[1]["id"], made[0]["id"]]
+    other = await listing(
+        http, tenant, wf, sourceEntityType="invoice", limit=1, cursor=page["nextCursor"]
+    )
+    assert other.status_code == 400 and other.json()["errors"][0]["field"] == "cursor"
+    widened = await listing(
+        http, tenant, wf, sourceEntityType="ticket", createdAfter=second, cursor=page["nextCursor"]
+    )
+    assert widened.status_code == 400
+
+
+async def test_list_refuses_bad_filters_naming_each(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    response = await listing(
+        http,
+        tenant,
+        tenant.free_wf,
+        paymentStatus="free",
+        createdAfter="yesterday",
+        createdBefore="2026-12-01T10:00:00",  # no offset
+        sourceEntityId="a\x00b",
+    )
+    assert response.status_code == 400
+    assert {e["field"] for e in response.json()["errors"]} == {
+        "paymentStatus", "createdAfter", "createdBefore", "sourceEntityId",
+    }  # fmt: skip
+    backwards = await listing(
+        http, tenant, tenant.free_wf,
+        createdAfter="2026-12-02T00:00:00Z", createdBefore="2026-12-01T00:00:00Z",
+    )  # fmt: skip
+    assert [e["field"] for e in backwards.json()["errors"]] == ["createdBefore"]
 
 
 async def test_list_refuses_bad_parameters(http: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -273,8 +273,13 @@ class ExecutionService:
             SearchAttributePair(sa.STATUS, status.value),
             SearchAttributePair(sa.PAYMENT_STATUS, payment_status.value),
         ]
-        if cmd.request.externalRef is not None:
-            attributes.append(SearchAttributePair(sa.EXTERNAL_REF, cmd.request.externalRef))
+        attributes.append(SearchAttributePair(sa.SOURCE_ENTITY_TYPE, cmd.request.sourceEntityType))
+        for key, value in (
+            (sa.EXTERNAL_REF, cmd.request.externalRef),
+            (sa.SOURCE_ENTITY_ID, cmd.request.sourceEntityId),
+        ):
+            if value is not None:
+                attributes.append(SearchAttributePair(key, value))
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
@@ -387,21 +392,23 @@ class ExecutionService:
         filters: dict[str, str],
         limit: int,
         cursor: bytes | None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> tuple[list[dict[str, Any]], bytes | None]:
         """A page of the caller's executions of one workflow, newest first, from visibility.
 
-        ``filters`` maps search attributes (status, sourceSystem, externalRef) to values."""
+        ``filters`` maps list parameters (``sa.FILTERS``) to the values their search
+        attributes must have; the created-at range is Temporal's ``StartTime``."""
         conditions = [
             "WorkflowType = 'TollwayExecution'",
             f"{sa.ORGANIZATION_ID.name} = {_quote(organization_id)}",
             f"{sa.PUBLIC_WORKFLOW_ID.name} = {_quote(workflow_id)}",
         ]
-        columns = {
-            "status": sa.STATUS,
-            "sourceSystem": sa.SOURCE_SYSTEM,
-            "externalRef": sa.EXTERNAL_REF,
-        }
-        conditions += [f"{columns[k].name} = {_quote(v)}" for k, v in sorted(filters.items())]
+        conditions += [f"{sa.FILTERS[k].name} = {_quote(v)}" for k, v in sorted(filters.items())]
+        if created_after is not None:
+            conditions.append(f"StartTime >= {_quote(_rfc3339(created_after))}")
+        if created_before is not None:
+            conditions.append(f"StartTime < {_quote(_rfc3339(created_before))}")
         pages = self._client.list_workflows(
             " AND ".join(conditions), page_size=limit, next_page_token=cursor
         )
