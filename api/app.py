@@ -23,6 +23,7 @@ from api import (
     docs_page,
     health,
     routes,
+    status_page,
     tracking_routes,
     webhooks,
 )
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             ),
             *(checkout_page.routes() if settings.payment_provider == "local" else []),
             *codec_routes.routes(),
+            *status_page.routes(),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from api.access import deps_of
 from api.bodies import read_limited
+from api.client_tokens import issue
 from api.deps import Deps
 from api.errors import ApiError
 from api.payment_events import verify
@@ -213,7 +214,14 @@ async def act(request: Request) -> Response:
                 ),
             )
         return RedirectResponse(f"{back}?result=error", status_code=303)
-    return RedirectResponse(f"{back}?result=paid" if reference else back, status_code=303)
+    if reference is None:
+        return RedirectResponse(back, status_code=303)
+    # Paid: on to the payer's status page, which follows the execution to its end (whoever
+    # holds the checkout may watch that execution: a client token for it).
+    token = issue(
+        deps.client_token_secret, order.execution_id, deps.settings.client_token_ttl_seconds
+    )
+    return RedirectResponse(f"/status/{order.execution_id}?client_token={token}", status_code=303)
 
 
 def routes() -> list[BaseRoute]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from tests.helpers import GREETING, PRICE, Tenant, create, wait_status
+from api.client_tokens import verify
+from tests.helpers import CLIENT_TOKEN_SECRET, GREETING, PRICE, Tenant, create, wait_status
 from tests.money import assert_money_invariants, charges
 
 
@@ -82,7 +84,11 @@ async def test_pay_runs_the_execution_through_the_webhook_path(
     execution, path, token = await open_checkout(http, tenant)
     response = await http.post(f"{path}/pay", data={"csrf": token})
     assert response.status_code == 303
-    assert response.headers["location"] == f"{path}?result=paid"
+    # On to the payer's status page, with a client token for this execution.
+    location = urlsplit(response.headers["location"])
+    assert location.path == f"/status/{execution['id']}"
+    [given] = parse_qs(location.query)["client_token"]
+    assert verify(CLIENT_TOKEN_SECRET, given) == execution["id"]
     done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
     [charge] = charges(engine, execution["id"])
     assert (charge.amount, charge.currency, charge.refunded_at) == (500, "usd", None)
