@@ -29,7 +29,7 @@ from api import (
 )
 from api.access_log import AccessLogMiddleware
 from api.auth import TokenResolver
-from api.deps import Deps, WorkflowCatalog
+from api.deps import Deps, EndpointDirectory, WorkflowCatalog
 from api.errors import (
     DATABASE_DOWN,
     ApiError,
@@ -97,6 +97,7 @@ def build_deps(
             settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
         ),
         watchers=Watchers(service, on_poll=polls),
+        endpoints=EndpointDirectory(engine, settings.auth_cache_seconds),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
+from sqlmodel import Session, select
 from starlette.requests import Request
 
 from api.auth import TokenResolver
@@ -20,6 +21,7 @@ from tollway.executions import ExecutionService
 from tollway.ledger import OrderLedger
 from tollway.local_bank import LocalBank
 from tollway.settings import Settings, secret_value
+from tollway.tables import WebhookEndpoint
 
 
 class WorkflowCatalog:
@@ -51,6 +53,35 @@ class WorkflowCatalog:
         return record
 
 
+class EndpointDirectory:
+    """Whether an organization has status webhook endpoints (an execution emits events only
+    then), cached like the workflows: an endpoint applies to executions created after it,
+    within ``ttl``."""
+
+    def __init__(self, engine: Engine, ttl: float) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, bool]] = {}
+
+    def _count(self, organization_id: str) -> bool:
+        with Session(self._engine) as session:
+            query = select(WebhookEndpoint.id).where(
+                WebhookEndpoint.organization_id == organization_id
+            )
+            return session.exec(query.limit(1)).first() is not None
+
+    async def any_for(self, organization_id: str) -> bool:
+        now = time.monotonic()
+        hit = self._cache.get(organization_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await anyio.to_thread.run_sync(self._count, organization_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[organization_id] = (now + self._ttl, found)
+        return found
+
+
 def client_address(request: Request) -> str:
     """The peer's address (behind a proxy, run uvicorn with --proxy-headers and
     --forwarded-allow-ips so that this is the client's, not the proxy's)."""
@@ -70,6 +101,7 @@ class Deps:
     local_bank: LocalBank
     streams: StreamSlots
     watchers: Watchers
+    endpoints: EndpointDirectory
 
     async def limit_address(self, request: Request, rate: str, scope: str) -> dict[str, str]:
         """Count a request from this client address against ``rate`` (429 when spent)."""

@@ -44,6 +44,7 @@ async def create_execution(request: Request) -> JSONResponse:
         workflow=record,
         request=ExecutionRequest(**body.model_dump(exclude={"idempotencyKey"}), idempotencyKey=key),
         fingerprint=body.fingerprint(),
+        notify=await deps.endpoints.any_for(principal.organization_id),
     )
     headers: dict[str, str] = request.state.response_headers
     try:

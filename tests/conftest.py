@@ -168,7 +168,10 @@ async def worker(
         secrets=SecretStore(engine, SECRETS_KEY),
         python={"double": step_functions.double, "explode": step_functions.explode},
     )
-    w = build_worker(client, settings.task_queue, provider, engine, executor, step_env)
+    w = build_worker(
+        client, settings.task_queue, provider, engine, executor, step_env,
+        secrets_key=SECRETS_KEY, webhook_retry_initial_seconds=0.2,
+    )  # fmt: skip
     async with w:
         yield w
 

@@ -16,35 +16,61 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from temporalio.client import Client, WorkflowHistory, WorkflowUpdateStage
 from temporalio.worker import Replayer
 
-from tests.helpers import CONVERTER, GREETING, PRICE, Tenant, create, wait_status
+from tests.helpers import CONVERTER, GREETING, PRICE, SECRETS_KEY, Tenant, create, wait_status
 from tests.money import pay_via_webhook
+from tests.servers import serve
 from tests.test_lifecycle import pay
+from tollway.status_webhooks import WebhookStore
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
 from workflows.models import CancelInput
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
 def replayer() -> Replayer:
     return Replayer(
-        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow],
+        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow, WebhookDeliveryWorkflow],
         data_converter=CONVERTER,
     )
 
 
 async def test_replay_of_histories_produced_now(
-    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant
-) -> None:
+    http: httpx.AsyncClient, client: Client, engine: Engine, tenant: Tenant,
+    other_tenant: Tenant,
+) -> None:  # fmt: skip
     async def start(wf: str, **kw: Any) -> dict[str, Any]:
         execution: dict[str, Any] = (await create(http, tenant, wf, **kw)).json()["data"][
             "execution"
         ]
         return execution
 
+    # An organization with a status webhook endpoint: its executions emit events, and each
+    # delivery is a workflow of its own (the receiver fails once, so it retries).
+    failed_once: set[str] = set()
+
+    async def hook(request: Request) -> JSONResponse:
+        event = request.headers["webhook-id"]
+        first = event not in failed_once
+        failed_once.add(event)
+        return JSONResponse({}, status_code=500 if first else 200)
+
+    receiver = serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])]))
+    base = receiver.__enter__()
+    endpoint, _secret = WebhookStore(engine, SECRETS_KEY).create(
+        other_tenant.org_id, f"{base}/hook", []
+    )
+    notified = (await create(http, other_tenant, other_tenant.priced_wf)).json()["data"][
+        "execution"
+    ]
     free = await start(tenant.free_wf)
     failing = await start(tenant.free_wf, requestPayload={})
     paid = await start(tenant.priced_wf)
@@ -81,6 +107,7 @@ async def test_replay_of_histories_produced_now(
         headers={"Authorization": f"Bearer {token}"},
     )
     await pay(client, engine, paid)
+    await pay_via_webhook(http, engine, notified)
     await pay(client, engine, wrong, currency="eur")
     await pay_via_webhook(http, engine, refunded)
     await http.post(f"/v1/public/executions/{cancelled['id']}/cancel", headers=tenant.auth)
@@ -116,6 +143,18 @@ async def test_replay_of_histories_produced_now(
     for name, (eid, status) in ends.items():
         await wait_status(http, eid, tenant.auth, status)
         histories[name] = await client.get_workflow_handle(eid).fetch_history()
+    await wait_status(http, notified["id"], other_tenant.auth, "workflow_succeeded")
+    histories["paid_succeeded_with_status_webhooks"] = await client.get_workflow_handle(
+        notified["id"]
+    ).fetch_history()
+    store = WebhookStore(engine, SECRETS_KEY)
+    succeeded = next(
+        d for d in store.deliveries(endpoint.id) if d.event_type == "execution.succeeded"
+    )
+    delivery = client.get_workflow_handle(succeeded.id)
+    assert await delivery.result() == "succeeded"
+    histories["status_webhook_delivered_on_retry"] = await delivery.fetch_history()
+    receiver.__exit__(None, None, None)
 
     late_refund = client.get_workflow_handle(f"{cancelled['id']}-refund-{late}")
     await late_refund.result()

@@ -22,6 +22,7 @@ from tollway.org_secrets import SecretError
 from tollway.outage import DATABASE_DOWN
 from tollway.settings import SettingsError, get_settings, settings_for
 from tollway.settle import SettleError
+from tollway.status_webhooks import WebhookError
 from tollway.tables import Organization
 from tollway.temporal import TemporalUnreachable
 
@@ -108,6 +109,10 @@ def _admin(args: argparse.Namespace) -> int:
         from tollway import cli_executions
 
         return cli_executions.run(args, engine)
+    elif what == "webhook":
+        from tollway import cli_webhooks
+
+        return cli_webhooks.run(args, engine)
     elif what == "workflow" and action == "create":
         definition = load_definition_file(Path(args.file))
         wf = admin.create_workflow(engine, args.org, definition)
@@ -275,6 +280,9 @@ def _parser() -> argparse.ArgumentParser:
     from tollway import cli_executions
 
     cli_executions.add_parsers(what, action)
+    from tollway import cli_webhooks
+
+    cli_webhooks.add_parsers(what, action)
 
     rec = action(
         what,
@@ -351,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except DefinitionError as exc:
         lines = [f"{path}: {message}" for path, message in exc.errors]
         code = _fail(args, "invalid workflow definition", 2, lines)
-    except (admin.AdminError, SecretError, SettleError, LookupError) as exc:
+    except (admin.AdminError, SecretError, SettleError, WebhookError, LookupError) as exc:
         code = _fail(args, str(exc).strip("'\""), 2)
     except (SettingsError, SchemaNotCurrent) as exc:
         code = _fail(args, f"tollway {args.command}: {exc}", 2)

@@ -126,6 +126,7 @@ class CreateCommand:
     workflow: WorkflowRecord
     request: ExecutionRequest
     fingerprint: str
+    notify: bool = False  # emit status webhook events (the organization has endpoints)
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,7 @@ class ExecutionService:
             request=cmd.request,
             fingerprint=cmd.fingerprint,
             public_base_url=self._public_base_url,
+            notify=cmd.notify,
         )
         status, payment_status = initial_statuses(inp)
         attributes: list[SearchAttributePair[str]] = [

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # The worker's /metrics, /healthz and /readyz (0 turns them off).
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Status webhooks: the first retry's delay (then doubling, up to an hour, for 26 hours).
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
     # SIGTERM: how long running activities may take to finish before they are cancelled.
     worker_drain_seconds: float = Field(default=30.0, ge=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -142,3 +142,52 @@ class OrgSecret(SQLModel, table=True):
     allow_hosts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where an organization receives its executions' status events (Standard Webhooks). The
+    signing secret is stored encrypted (Fernet, ``TOLLWAY_SECRETS_KEY``) and shown once."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(primary_key=True, max_length=40)
+    organization_id: str = Field(foreign_key="organization.id", index=True, max_length=40)
+    url: str = Field(max_length=2000)
+    secret_ciphertext: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint (a resend is a new delivery of the same event id)."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: str = Field(primary_key=True, max_length=64)
+    endpoint_id: str = Field(index=True, max_length=40)
+    organization_id: str = Field(index=True, max_length=40)
+    event_id: str = Field(index=True, max_length=100)
+    event_type: str = Field(max_length=64)
+    execution_id: str = Field(index=True, max_length=64)
+    body: str = Field(sa_column=Column(Text, nullable=False))  # the JSON sent (and resent)
+    status: str = Field(default="pending", max_length=20)  # pending, succeeded, failed
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    resend_of: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Every attempt of a delivery: when, how long, what the receiver answered (or why not)."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(index=True, max_length=64)
+    attempt: int
+    started_at: datetime = Field(default_factory=utcnow)
+    duration_ms: int = 0
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)

@@ -24,18 +24,21 @@ from activities.steps import StepEnvironment, load_python_functions
 from activities.steps.http import guarded_client
 from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
+from activities.webhook_activities import WebhookActivities
 from tollway.db import make_engine
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
 from tollway.migrate import require_current
 from tollway.org_secrets import SecretStore
 from tollway.settings import Settings, SettingsError, settings_for
+from tollway.status_webhooks import WebhookStore
 from tollway.temporal import connect
 from worker.ops import free_loopback_port, metrics_runtime, ops_app, ops_server
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow
 from workflows.policies import STICKY_SCHEDULE_TO_START
 from workflows.slots import SlotsWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = structlog.get_logger("tollway.worker")
 
@@ -66,14 +69,29 @@ def build_worker(
     step_env: StepEnvironment | None = None,
     max_cached_workflows: int = 1000,
     drain_seconds: float = 0.0,
+    secrets_key: str = "",
+    webhook_retry_initial_seconds: float = 5.0,
 ) -> Worker:
     payments = PaymentActivities(provider, OrderLedger(engine))
     steps = StepActivities(step_env)
     slots = SlotActivities(client, task_queue)
+    webhooks = WebhookActivities(
+        client,
+        task_queue,
+        WebhookStore(engine, secrets_key) if secrets_key else None,
+        # Deliveries go through the same SSRF guard as http steps.
+        (step_env.http if step_env is not None else None) or guarded_client(AllowList.parse("")),
+        webhook_retry_initial_seconds,
+    )
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow, LatePaymentRefundWorkflow, SlotsWorkflow],
+        workflows=[
+            ExecutionWorkflow,
+            LatePaymentRefundWorkflow,
+            SlotsWorkflow,
+            WebhookDeliveryWorkflow,
+        ],
         activities=[
             payments.open_checkout,
             payments.close_checkout,
@@ -84,6 +102,9 @@ def build_worker(
             steps.run_step,
             slots.request,
             slots.ended,
+            webhooks.emit,
+            webhooks.deliver,
+            webhooks.give_up,
         ],
         activity_executor=executor,
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
@@ -120,6 +141,8 @@ async def run_worker(settings: Settings) -> None:
             executor,
             build_step_environment(settings, engine),
             drain_seconds=settings.worker_drain_seconds,
+            secrets_key=settings.secrets_key.get_secret_value() if settings.secrets_key else "",
+            webhook_retry_initial_seconds=settings.webhook_retry_initial_seconds,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

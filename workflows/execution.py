@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.callback_tokens import new_callback_tokens
+    from activities.webhook_activities import WebhookActivities
     from tollway.definitions import WaitForCallbackStep
     from workflows.models import (
         AttachInput,
@@ -30,11 +33,13 @@ with workflow.unsafe.imports_passed_through():
         CallbackInput,
         CallbackTokensRequest,
         CancelInput,
+        EmitRequest,
         ExecutionInput,
         ExecutionView,
         PaymentEventResult,
         PaymentNotice,
         Status,
+        WebhookEvent,
     )
     from workflows.policies import CALL_TIMEOUT, initial_state
     from workflows.refusals import Refusal
@@ -66,6 +71,9 @@ class ExecutionWorkflow(WorkPhase):
         self._slot_granted = False
         self._callback_bodies: dict[str, Any] = {}
         self._closed_callbacks: set[str] = set()
+        self._outbox: list[WebhookEvent] = []
+        self._notifier: asyncio.Task[None] | None = None
+        self._notices_closed = False
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -170,7 +178,11 @@ class ExecutionWorkflow(WorkPhase):
 
     @workflow.run
     async def run(self, inp: ExecutionInput) -> ExecutionView:
+        # Inputs recorded before status webhooks have no ``notify``: nothing changes for them.
+        self._notifying = inp.notify
         self._record()
+        if self._notifying:
+            self._notifier = asyncio.create_task(self._notify())
         if not workflow.patched(OPERATOR_PATCH):  # histories recorded before it (replay)
             await self._lifecycle()
             return self.view()
@@ -210,6 +222,31 @@ class ExecutionWorkflow(WorkPhase):
         return view
 
     async def _lifecycle(self) -> None:
+        await self._live()
+        if self._notifier is not None:  # every event emitted before the workflow closes
+            self._notices_closed = True
+            await self._notifier
+
+    async def _notify(self) -> None:
+        """Emit queued status events as they come (a local activity: no task round trip);
+        the deliveries themselves are workflows of their own."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox) or self._notices_closed)
+            if not self._outbox:
+                return
+            batch, self._outbox = self._outbox, []
+            try:
+                await workflow.execute_local_activity_method(
+                    WebhookActivities.emit,
+                    EmitRequest(organization_id=self._input.organization_id, events=batch),
+                    summary=f"status webhooks: {', '.join(e.type for e in batch)}",
+                    start_to_close_timeout=CALL_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                )
+            except ActivityError as err:  # the execution itself goes on regardless
+                workflow.logger.warning("status webhooks not emitted: %s", err)
+
+    async def _live(self) -> None:
         inp = self._input
         await self._issue_callback_tokens()
         try:

@@ -15,8 +15,20 @@ with workflow.unsafe.imports_passed_through():
         ExecutionState,
         ExecutionView,
         PaymentNotice,
+        PaymentStatus,
         Status,
+        WebhookEvent,
     )
+
+#: The status webhook event each status is announced with.
+EVENT_OF_STATUS = {
+    Status.PAYMENT_CONFIRMED: "execution.payment_confirmed",
+    Status.RUNNING: "execution.running",
+    Status.WAITING: "execution.waiting",
+    Status.SUCCEEDED: "execution.succeeded",
+    Status.FAILED: "execution.failed",
+    Status.CANCELLED: "execution.cancelled",
+}
 
 
 class ExecutionBase:
@@ -34,6 +46,13 @@ class ExecutionBase:
     _callbacks: dict[str, CallbackAddress]
     _callback_bodies: dict[str, Any]
     _closed_callbacks: set[str]
+    # Status webhooks (only when the organization has endpoints): events waiting to be
+    # emitted, numbered in the order of the execution's changes.
+    _notifying: bool = False
+    _outbox: list[WebhookEvent]
+    _events_made: int = 0
+    _announced_status: Status | None = None
+    _announced_refund: bool = False
 
     def _view(self) -> ExecutionView:
         return ExecutionView.build(self._input, self._state)
@@ -85,6 +104,8 @@ class ExecutionBase:
 
     def _record(self) -> None:
         """Record the state on the workflow itself, so the view survives stopped workers."""
+        if self._notifying:
+            self._announce()
         self._show_details()
         workflow.upsert_memo({"state": self._state})
         workflow.upsert_search_attributes(
@@ -93,3 +114,28 @@ class ExecutionBase:
                 sa.PAYMENT_STATUS.value_set(self._state.paymentStatus.value),
             ]
         )
+
+    def _announce(self) -> None:
+        """Queue the status events this change makes (emitted by the workflow's notifier)."""
+        kinds = []
+        if self._events_made == 0:
+            kinds.append("execution.created")
+        status = self._state.status
+        if status != self._announced_status:
+            self._announced_status = status
+            if status in EVENT_OF_STATUS:
+                kinds.append(EVENT_OF_STATUS[status])
+        if self._state.paymentStatus == PaymentStatus.REFUNDED and not self._announced_refund:
+            self._announced_refund = True
+            kinds.append("execution.refunded")
+        view = self._view()
+        for kind in kinds:
+            self._events_made += 1
+            self._outbox.append(
+                WebhookEvent(
+                    event_id=f"msg_{self._input.execution_id}_{self._events_made:04d}",
+                    type=kind,
+                    occurred_at=workflow.now(),
+                    view=view,
+                )
+            )

@@ -95,6 +95,7 @@ class ExecutionInput(_Payload):
     request: ExecutionRequest
     fingerprint: str
     public_base_url: str = ""  # where callbacks reach the API
+    notify: bool = False  # the organization has status webhook endpoints: emit events
 
 
 class ExecutionState(_Payload):
@@ -282,3 +283,22 @@ class StepRequest(_Payload):
 
 class StepResult(_Payload):
     output: Any = None
+
+
+class WebhookEvent(_Payload):
+    """A status event of an execution, numbered in the order of its changes."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    view: ExecutionView
+
+
+class EmitRequest(_Payload):
+    organization_id: str
+    events: list[WebhookEvent]
+
+
+class DeliveryInput(_Payload):
+    delivery_id: str
+    retry_initial_seconds: float = 5.0
