@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -105,6 +106,8 @@ class Stack:
     task_queue: str
     api: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
+    engine: Engine
+    webhook_secret: str
 
 
 @asynccontextmanager
@@ -189,7 +192,10 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         async with httpx.AsyncClient(
             base_url=base, headers=auth, limits=limits, timeout=60
         ) as http:
-            yield Stack(client, http, org.id, wf.id, priced.id, record, task_queue, api, worker)
+            yield Stack(
+                client, http, org.id, wf.id, priced.id, record, task_queue, api, worker,
+                engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
+            )  # fmt: skip
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -295,11 +301,126 @@ async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
     return views
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _polls(s: Stack) -> float:
+    text = (await s.http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("tollway_watch_polls_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def _parked(s: Stack) -> dict[str, Any]:
+    r = await s.http.post(
+        f"/v1/public/workflows/{s.priced_id}/executions",
+        json={"sourceSystem": "bench", "sourceEntityType": "sse"},
+    )
+    data: dict[str, Any] = r.json()["data"]
+    return data
+
+
+async def _follow(http: httpx.AsyncClient, url: str, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.stream("GET", url, headers=headers, timeout=60) as response:
+        async for _line in response.aiter_lines():
+            pass
+
+
+async def _first_change(http: httpx.AsyncClient, url: str, token: str) -> float:
+    """When the stream first sends a state past awaiting payment."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.stream("GET", url, headers=headers, timeout=60) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and '"awaiting_payment"' not in line:
+                return time.perf_counter()
+    raise RuntimeError("the stream ended without a change")
+
+
+async def compare_streams(s: Stack, seconds: float = 5.0) -> dict[str, dict[str, float]]:
+    """One and then a hundred SSE clients on one open execution: the watcher's view reads
+    per second (each a query to Temporal) and the API's CPU, over ``seconds``."""
+    out: dict[str, dict[str, float]] = {}
+    for clients in (1, 100):
+        data = await _parked(s)
+        url = f"/v1/public/executions/{data['execution']['id']}/events"
+        limits = httpx.Limits(max_connections=clients + 5)
+        async with httpx.AsyncClient(base_url=str(s.http.base_url), limits=limits) as sse:
+            tasks = [
+                asyncio.create_task(_follow(sse, url, data["clientToken"])) for _ in range(clients)
+            ]
+            await asyncio.sleep(1.0)  # all connected
+            polls, cpu, began = await _polls(s), _cpu_seconds(s.api.pid), time.perf_counter()
+            await asyncio.sleep(seconds)
+            took = time.perf_counter() - began
+            out[str(clients)] = {
+                "polls_per_s": (await _polls(s) - polls) / took,
+                "api_cpu_pct": 100 * (_cpu_seconds(s.api.pid) - cpu) / took,
+            }
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return out
+
+
+async def webhook_to_event(s: Stack, rounds: int = 20) -> list[float]:
+    """From sending a payment webhook to the first event of the new status on an open
+    stream (a client following its execution, as the payer's status page does)."""
+    from tollway.local_bank import LocalBank, checkout_event, encode, sign
+
+    bank = LocalBank(s.engine)
+    latencies = []
+    for _ in range(rounds):
+        data = await _parked(s)
+        execution = data["execution"]
+        url = f"/v1/public/executions/{execution['id']}/events"
+        task = asyncio.create_task(_first_change(s.http, url, data["clientToken"]))
+        await asyncio.sleep(0.3)  # the stream is open and has sent the current state
+        reference = await asyncio.to_thread(
+            bank.capture, execution["id"], execution["checkoutSessionId"], 100, "usd"
+        )
+        raw = encode(
+            checkout_event(
+                "checkout.session.completed",
+                execution_id=execution["id"],
+                session_id=execution["checkoutSessionId"],
+                amount=100,
+                currency="usd",
+                payment_reference=reference,
+            )
+        )
+        sent_at = time.perf_counter()
+        answer = await s.http.post(
+            "/v1/webhooks/payments/local",
+            content=raw,
+            headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
+        )
+        assert answer.status_code == 200, answer.text
+        arrived = await asyncio.wait_for(task, 30)
+        latencies.append(arrived - sent_at)
+    return latencies
+
+
 async def main() -> None:
     async with stack() as s:
         creates = await compare_creates(s)
         views = await compare_views(s)
+        streams = await compare_streams(s)
+        webhook = await webhook_to_event(s)
     report(creates, views)
+    one, hundred = streams["1"], streams["100"]
+    print(
+        "event streams on one open execution, 5 s each:\n"
+        f"    1 client    {one['polls_per_s']:5.1f} Temporal queries/s  API CPU "
+        f"{one['api_cpu_pct']:5.1f} %\n"
+        f"  100 clients   {hundred['polls_per_s']:5.1f} Temporal queries/s  API CPU "
+        f"{hundred['api_cpu_pct']:5.1f} %\n"
+        f"payment webhook -> first status event on an open stream, {len(webhook)} rounds: "
+        f"p50 {_pct(webhook, 0.5):.0f} ms  p99 {_pct(webhook, 0.99):.0f} ms"
+    )
 
 
 def _summary(runs: list[tuple[float, list[float]]]) -> dict[str, float]:

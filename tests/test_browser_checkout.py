@@ -77,6 +77,14 @@ async def test_payer_clicks_pay_in_chromium(
                     # Paid: on to the status page, the token moved into a cookie.
                     await page.wait_for_url(f"http://127.0.0.1:{port}/status/{execution['id']}")
                     assert await page.text_content("#workflow") == "Greeting"
+                    # Without JavaScript the page is the state when it was rendered; reloading
+                    # (as its refresh does) shows the execution move on to its end.
+                    for _ in range(100):
+                        if await page.text_content("#status") == "Done":
+                            break
+                        await asyncio.sleep(0.1)
+                        await page.reload()
+                    assert await page.text_content("#status") == "Done"
                     assert await page.text_content("#payment") == "Paid"
                 finally:
                     await browser.close()

@@ -117,8 +117,11 @@ async def test_without_a_valid_token_the_page_says_so(
     # Another execution's token opens only that one.
     wrong = await http.get(path, params={"client_token": other["clientToken"]})
     assert wrong.status_code == 401
-    crossed = await http.get(
-        path, cookies={f"tw_ct_{data['execution']['id']}": other["clientToken"]}
-    )
+    async with httpx.AsyncClient(
+        transport=http._transport,
+        base_url=str(http.base_url),
+        cookies={f"tw_ct_{data['execution']['id']}": other["clientToken"]},
+    ) as browser:
+        crossed = await browser.get(path)
     assert crossed.status_code == 401
     assert "Waiting" not in crossed.text and "Greeting" not in crossed.text
