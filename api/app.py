@@ -73,6 +73,7 @@ def build_deps(
         ledger=OrderLedger(engine),
     )
     polls = metrics.watch_polls.inc if metrics is not None else None
+    watchers = Watchers(service, on_poll=polls)
     return Deps(
         settings=settings,
         engine=engine,
@@ -91,12 +92,13 @@ def build_deps(
             settings.task_queue,
             settings.request_deadline_seconds,
             livemode=settings.payment_provider == "stripe" and settings.stripe_livemode,
+            on_view=watchers.publish,
         ),
         local_bank=LocalBank(engine),
         streams=StreamSlots(
             settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
         ),
-        watchers=Watchers(service, on_poll=polls),
+        watchers=watchers,
         endpoints=EndpointDirectory(engine, settings.auth_cache_seconds),
     )
 

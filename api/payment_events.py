@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -40,6 +41,7 @@ from tollway.tables import PaymentEvent
 from workflows.execution import ExecutionWorkflow
 from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
 from workflows.models import (
+    ExecutionView,
     PaymentEventKind,
     PaymentNotice,
     RefundRequest,
@@ -133,6 +135,8 @@ class PaymentEventProcessor:
     task_queue: str
     deadline: float
     livemode: bool = False  # the mode the configured provider's events must carry
+    # Told the execution's state as the payment left it (the API's watchers pass it on).
+    on_view: Callable[[ExecutionView], Awaitable[None]] | None = None
 
     async def process(self, provider: str, event: dict[str, Any]) -> str:
         """Handle a verified event once; returns what happened (for the response and logs)."""
@@ -168,6 +172,8 @@ class PaymentEventProcessor:
                     id=f"payment-{notice.event_id}",
                     rpc_timeout=timedelta(seconds=self.deadline),
                 )
+            if self.on_view is not None:
+                await self.on_view(result.view)
             return "ignored" if result.outcome == "ignored" else "delivered"
         except ExecutionNotRunning:
             pass  # either no such execution, or it is closed

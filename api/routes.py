@@ -89,6 +89,7 @@ async def cancel_execution(request: Request) -> JSONResponse:
         cancelled = await deps.service.cancel(execution_id, f"api_token {principal.token_id}")
     except TemporalUnavailable as exc:
         raise exc.advise("The execution did not answer in time; retry the cancel.") from None
+    await deps.watchers.publish(cancelled)
     return ok({"execution": full_view(cancelled)}, headers)
 
 
@@ -114,7 +115,8 @@ async def receive_callback(request: Request) -> JSONResponse:
             [FieldError("body", f"must not nest deeper than {MAX_JSON_DEPTH} levels")],
         )
     try:
-        await deps.service.callback(execution_id, step_id, token, body)
+        delivered = await deps.service.callback(execution_id, step_id, token, body)
     except TemporalUnavailable as exc:
         raise exc.advise("Not delivered; retry the callback.") from None
+    await deps.watchers.publish(delivered)
     return ok({"received": True}, request.state.response_headers)

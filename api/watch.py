@@ -100,6 +100,13 @@ class Watchers:
                 if view is not None:
                     await watch.offer(view)
 
+    async def publish(self, view: ExecutionView) -> None:
+        """A view this process just learned (an update's answer: a payment, a cancel, a
+        callback): its watchers, if any, pass it on now instead of at their next poll."""
+        watch = self._watches.get(view.id)
+        if watch is not None:
+            await watch.offer(view)
+
     async def wait_settled(self, view: ExecutionView, seconds: float) -> ExecutionView:
         """``view``, or a later one: once the execution is settled or ``seconds`` passed."""
         if settled(view) or seconds <= 0:
