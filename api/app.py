@@ -55,6 +55,7 @@ from tollway.logging import configure_logging
 from tollway.migrate import require_current
 from tollway.settings import Settings, get_settings
 from tollway.temporal import connect
+from tollway.temporal_calls import CallCounter
 
 log = structlog.get_logger("tollway.api")
 
@@ -150,7 +151,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             return
         engine = make_engine(settings.database_url)
         require_current(engine)  # tables are made by `tollway migrate`, never here
-        client = await connect(settings)
+        calls = app.state.metrics.temporal_calls
+        client = await connect(
+            settings, interceptors=[CallCounter(lambda c: calls.labels(c).inc())]
+        )
         app.state.deps = build_deps(settings, client, engine, app.state.metrics)
         log.info("api started", temporal=settings.temporal_address)
         yield

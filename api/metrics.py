@@ -57,6 +57,13 @@ class Metrics:
         self.streams_open = Gauge(
             "tollway_sse_streams_open", "Event streams open now.", registry=self.registry
         )
+        self.temporal_calls = Counter(
+            "tollway_temporal_calls",
+            "Calls this API made to Temporal, by kind (start_update_with_start_workflow, "
+            "query_workflow, start_workflow_update, describe_workflow, ...).",
+            ["call"],
+            registry=self.registry,
+        )
         self.watch_polls = Counter(
             "tollway_watch_polls",
             "Views read by the shared execution watchers (one loop per watched execution, "

@@ -9,6 +9,7 @@ executions, sequentially. Prints throughput, p50/p99 and the ratios.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from google.protobuf.json_format import MessageToJson
 from sqlalchemy import Engine
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -108,6 +110,7 @@ class Stack:
     worker: subprocess.Popen[bytes]
     engine: Engine
     webhook_secret: str
+    temporal_http: str  # Temporal's own HTTP API on the same dev server
 
 
 @asynccontextmanager
@@ -116,7 +119,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
     deployment (JSON logs and the access log written, Redis-backed rate limits, the worker's
     metrics port on); the local payment provider stands in for Stripe."""
     workdir = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
-    temporal_port, api_port = _port(), _port()
+    temporal_port, api_port, temporal_http_port = _port(), _port(), _port()
     db_url = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     generated = dev_secrets(workdir / "secrets.json")
@@ -147,7 +150,13 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
     log = (workdir / "temporal.log").open("wb")
     procs = [
         subprocess.Popen(
-            start_dev_command(workdir / "temporal.db", temporal_port, None), stdout=log, stderr=log
+            [
+                *start_dev_command(workdir / "temporal.db", temporal_port, None),
+                "--http-port",
+                str(temporal_http_port),
+            ],
+            stdout=log,
+            stderr=log,
         )
     ]
     try:
@@ -195,6 +204,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
             yield Stack(
                 client, http, org.id, wf.id, priced.id, record, task_queue, api, worker,
                 engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
+                f"http://127.0.0.1:{temporal_http_port}",
             )  # fmt: skip
     finally:
         for proc in reversed(procs):
@@ -404,13 +414,205 @@ async def webhook_to_event(s: Stack, rounds: int = 20) -> list[float]:
     return latencies
 
 
+async def _until_running(s: Stack, execution_id: str) -> float:
+    """When a query first shows the execution past payment (polled every 2 ms)."""
+    handle = s.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
+    while True:
+        view = await handle.query(ExecutionWorkflow.view)
+        if view.status not in {"awaiting_payment", "payment_confirmed"}:
+            return time.perf_counter()
+        await asyncio.sleep(0.002)
+
+
+async def compare_payments(s: Stack, rounds: int = 20) -> dict[str, list[float]]:
+    """Payment to ``workflow_running``: the signed webhook through the API, against the same
+    payment given straight to the workflow as the raw update; both observed the same way."""
+    from tollway.local_bank import LocalBank, checkout_event, encode, sign
+    from workflows.models import PaymentEventKind, PaymentNotice
+
+    bank = LocalBank(s.engine)
+    out: dict[str, list[float]] = {"http": [], "raw": []}
+    for n in range(2 * rounds):
+        side = "http" if n % 2 else "raw"
+        execution = (await _parked(s))["execution"]
+        reference = await asyncio.to_thread(
+            bank.capture, execution["id"], execution["checkoutSessionId"], 100, "usd"
+        )
+        began = time.perf_counter()
+        if side == "http":
+            raw = encode(
+                checkout_event(
+                    "checkout.session.completed",
+                    execution_id=execution["id"],
+                    session_id=execution["checkoutSessionId"],
+                    amount=100,
+                    currency="usd",
+                    payment_reference=reference,
+                )
+            )
+            answer = await s.http.post(
+                "/v1/webhooks/payments/local",
+                content=raw,
+                headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
+            )
+            assert answer.status_code == 200, answer.text
+        else:
+            handle = s.client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
+            await handle.execute_update(
+                ExecutionWorkflow.payment_event,
+                PaymentNotice(
+                    event_id=f"evt_raw_{uuid.uuid4().hex}",
+                    kind=PaymentEventKind.PAID,
+                    provider="local",
+                    checkout_session_id=execution["checkoutSessionId"],
+                    payment_reference=reference,
+                    amount=100,
+                    currency="usd",
+                    livemode=False,
+                ),
+            )
+        out[side].append(await _until_running(s, execution["id"]) - began)
+    return out
+
+
+async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+    """Tollway's create against starting the same workflow through Temporal's own HTTP API
+    (``start-dev --http-port``) on the same server, at the same concurrency."""
+    run_id = uuid.uuid4().hex[:6]
+    converter = s.client.data_converter
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=s.temporal_http, limits=limits, timeout=60) as api:
+
+        async def temporal_http_start(i: int) -> None:
+            key = f"t-{run_id}-{i}-{time.perf_counter_ns()}"
+            eid = execution_id(s.org_id, s.workflow_id, key)
+            inp = ExecutionInput(
+                execution_id=eid,
+                organization_id=s.org_id,
+                initiated_by_id="bench",
+                initiated_by_type="api_token",
+                public_workflow_id=s.workflow_id,
+                workflow_version=1,
+                definition=s.record.definition,
+                request=ExecutionRequest(
+                    sourceSystem="bench", sourceEntityType="n", idempotencyKey=key,
+                    requestPayload={"n": i},
+                ),
+                fingerprint=key,
+            )  # fmt: skip
+            [payload] = await converter.encode([inp])  # encrypted, as the worker expects
+            body = {
+                "workflowId": eid,
+                "workflowType": {"name": "TollwayExecution"},
+                "taskQueue": {"name": s.task_queue},
+                "input": {"payloads": [json.loads(MessageToJson(payload))]},
+                "requestId": key,
+            }
+            # Canonical protobuf JSON (the encrypted payload as it is), not the shorthand.
+            r = await api.post(
+                f"/api/v1/namespaces/default/workflows/{eid}?noPayloadShorthand", json=body
+            )
+            assert r.status_code == 200, r.text
+
+        http_create = creator(s)
+        await _drive(64, 8, temporal_http_start)
+        results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "temporal_http": []}
+        for _ in range(ROUNDS):
+            results["temporal_http"].append(await _drive(CREATES, CONCURRENCY, temporal_http_start))
+            results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
+    return results
+
+
+async def _calls(s: Stack) -> dict[str, float]:
+    text = (await s.http.get("/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tollway_temporal_calls_total{"):
+            name = line.split('call="', 1)[1].split('"', 1)[0]
+            out[name] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
+    """The API's calls to Temporal for one of each operation (from its own counter)."""
+    from tollway.local_bank import LocalBank, checkout_event, encode, sign
+
+    key = f"calls-{uuid.uuid4().hex}"
+    body = {"sourceSystem": "bench", "sourceEntityType": "c", "idempotencyKey": key}
+    created: dict[str, Any] = {}
+
+    async def create() -> None:
+        r = await s.http.post(f"/v1/public/workflows/{s.priced_id}/executions", json=body)
+        created.update(r.json()["data"]["execution"])
+
+    async def view() -> None:
+        assert (await s.http.get(f"/v1/public/executions/{created['id']}")).status_code == 200
+
+    async def webhook() -> None:
+        reference = await asyncio.to_thread(
+            LocalBank(s.engine).capture, created["id"], created["checkoutSessionId"], 100, "usd"
+        )
+        raw = encode(
+            checkout_event(
+                "checkout.session.completed", execution_id=created["id"],
+                session_id=created["checkoutSessionId"], amount=100, currency="usd",
+                payment_reference=reference,
+            )
+        )  # fmt: skip
+        r = await s.http.post(
+            "/v1/webhooks/payments/local",
+            content=raw,
+            headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
+        )
+        assert r.status_code == 200
+
+    async def closed() -> None:
+        handle = s.client.get_workflow_handle(created["id"])
+        await handle.result()
+
+    out: dict[str, dict[str, float]] = {}
+    for name, action in (
+        ("create", create), ("replay", create), ("view (open)", view), ("webhook", webhook),
+        ("", closed), ("view (closed)", view),
+    ):  # fmt: skip
+        before = await _calls(s)
+        await action()
+        after = await _calls(s)
+        if name:
+            out[name] = {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+    return out
+
+
 async def main() -> None:
     async with stack() as s:
         creates = await compare_creates(s)
         views = await compare_views(s)
+        calls = await calls_per_operation(s)
         streams = await compare_streams(s)
         webhook = await webhook_to_event(s)
+        payments = await compare_payments(s)
+        temporal_http = await compare_temporal_http(s)
     report(creates, views)
+    print("Temporal calls by the API, per operation:")
+    for name, counted in calls.items():
+        shown = ", ".join(f"{k} {int(v)}" for k, v in sorted(counted.items()))
+        print(f"  {name:14s} {int(sum(counted.values()))}  ({shown})")
+    t = {k: _summary(v) for k, v in temporal_http.items()}
+    print(
+        f"create vs Temporal's own HTTP API (start workflow), concurrency {CONCURRENCY}:\n"
+        f"  Temporal HTTP API      {t['temporal_http']['rate']:7.1f}/s  p50 "
+        f"{t['temporal_http']['p50']:6.1f} ms\n"
+        f"  Tollway HTTP POST      {t['http']['rate']:7.1f}/s  p50 {t['http']['p50']:6.1f} ms\n"
+        f"  throughput ratio Tollway/Temporal HTTP = "
+        f"{t['http']['rate'] / t['temporal_http']['rate']:.2f}"
+    )
+    raw_p50, http_p50 = _pct(payments["raw"], 0.5), _pct(payments["http"], 0.5)
+    print(
+        f"payment -> workflow_running, {len(payments['raw'])} each, alternating:\n"
+        f"  raw payment update     p50 {raw_p50:6.1f} ms\n"
+        f"  signed webhook (HTTP)  p50 {http_p50:6.1f} ms\n"
+        f"  p50 ratio HTTP/raw = {http_p50 / raw_p50:.2f}"
+    )
     one, hundred = streams["1"], streams["100"]
     print(
         "event streams on one open execution, 5 s each:\n"

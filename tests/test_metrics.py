@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from tests.conftest import make_settings
 from tests.helpers import Tenant, api_client, create, key
-from tests.money import send
+from tests.money import pay_via_webhook, send
+from tests.processes import api_process
 from tollway.settings import Settings
 
 
@@ -88,3 +93,57 @@ async def test_readyz_names_each_dependency(
     assert down.json()["message"] == "unavailable: database"
     assert down.json()["checks"]["temporal"] == "ok"
     assert down.json()["checks"]["database"].startswith("unavailable")
+
+
+async def test_the_api_counts_its_calls_to_temporal_one_per_create_replay_view_and_payment(
+    database_url: str, temporal_address: str, settings: Settings, tenant: Tenant,
+    engine: Engine, worker: Worker,
+) -> None:  # fmt: skip
+    """A real ``tollway api`` (its Temporal client carries the counting interceptor)."""
+    config = make_settings(database_url, temporal_address, task_queue=settings.task_queue)
+    with api_process(config) as api:
+        async with httpx.AsyncClient(base_url=api.base, timeout=30) as http:
+
+            async def calls() -> dict[str, float]:
+                got = samples((await http.get("/metrics")).text)
+                return {
+                    dict(labels)["call"]: value
+                    for (name, labels), value in got.items()
+                    if name == "tollway_temporal_calls_total"
+                }
+
+            async def delta(action: Any) -> dict[str, float]:
+                before = await calls()
+                await action()
+                after = await calls()
+                return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+            idem = key()
+            made: dict[str, Any] = {}
+
+            async def create_priced() -> None:
+                response = await create(http, tenant, tenant.priced_wf, idempotencyKey=idem)
+                assert response.status_code == 200, response.text
+                made.update(response.json()["data"]["execution"])
+
+            assert await delta(create_priced) == {"start_update_with_start_workflow": 1}
+            # A replay: the server answers the first create's stored outcome (deduplicated by
+            # update id, so replays add nothing to history), then one query for the current
+            # state.
+            assert await delta(create_priced) == {
+                "start_update_with_start_workflow": 1,
+                "query_workflow": 1,
+            }
+
+            async def read() -> None:
+                response = await http.get(
+                    f"/v1/public/executions/{made['id']}", headers=tenant.auth
+                )
+                assert response.status_code == 200
+
+            assert await delta(read) == {"query_workflow": 1}
+
+            async def pay() -> None:
+                await pay_via_webhook(http, engine, made)
+
+            assert await delta(pay) == {"start_workflow_update": 1}
