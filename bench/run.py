@@ -480,6 +480,7 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
     (``start-dev --http-port``) on the same server, at the same concurrency."""
     run_id = uuid.uuid4().hex[:6]
     converter = s.client.data_converter
+    started: list[str] = []
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=s.temporal_http, limits=limits, timeout=60) as api:
 
@@ -513,13 +514,22 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
                 f"/api/v1/namespaces/default/workflows/{eid}?noPayloadShorthand", json=body
             )
             assert r.status_code == 200, r.text
+            started.append(eid)
+
+        async def drain() -> None:
+            """A start returns before any workflow code runs: let the worker catch up, so
+            the next round does not queue behind this one's backlog."""
+            await asyncio.gather(*(s.client.get_workflow_handle(i).result() for i in started))
+            started.clear()
 
         http_create = creator(s)
         await _drive(64, 8, temporal_http_start)
+        await drain()
         results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "temporal_http": []}
         for _ in range(ROUNDS):
-            results["temporal_http"].append(await _drive(CREATES, CONCURRENCY, temporal_http_start))
             results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
+            results["temporal_http"].append(await _drive(CREATES, CONCURRENCY, temporal_http_start))
+            await drain()
     return results
 
 
