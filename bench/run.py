@@ -231,29 +231,31 @@ def creator(s: Stack, workflow_id: str | None = None) -> Callable[[int], Awaitab
     return http_create
 
 
+def _input(s: Stack, key: str, n: int) -> ExecutionInput:
+    """The workflow input a raw client starts the bench workflow with (what the API builds)."""
+    return ExecutionInput(
+        execution_id=execution_id(s.org_id, s.workflow_id, key),
+        organization_id=s.org_id,
+        initiated_by_id="bench",
+        initiated_by_type="api_token",
+        public_workflow_id=s.workflow_id,
+        workflow_version=1,
+        definition=s.record.definition,
+        request=ExecutionRequest(
+            sourceSystem="bench", sourceEntityType="n", idempotencyKey=key, requestPayload={"n": n}
+        ),
+        fingerprint=key,
+    )
+
+
 async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
     run_id = uuid.uuid4().hex[:6]
     http_create = creator(s)
 
     async def raw_create(i: int) -> None:
         key = f"r-{run_id}-{i}-{time.perf_counter_ns()}"
-        eid = execution_id(s.org_id, s.workflow_id, key)
-        inp = ExecutionInput(
-            execution_id=eid,
-            organization_id=s.org_id,
-            initiated_by_id="bench",
-            initiated_by_type="api_token",
-            public_workflow_id=s.workflow_id,
-            workflow_version=1,
-            definition=s.record.definition,
-            request=ExecutionRequest(
-                sourceSystem="bench",
-                sourceEntityType="n",
-                idempotencyKey=key,
-                requestPayload={"n": i},
-            ),
-            fingerprint=key,
-        )
+        inp = _input(s, key, i)
+        eid = inp.execution_id
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
@@ -486,21 +488,8 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
 
         async def temporal_http_start(i: int) -> None:
             key = f"t-{run_id}-{i}-{time.perf_counter_ns()}"
-            eid = execution_id(s.org_id, s.workflow_id, key)
-            inp = ExecutionInput(
-                execution_id=eid,
-                organization_id=s.org_id,
-                initiated_by_id="bench",
-                initiated_by_type="api_token",
-                public_workflow_id=s.workflow_id,
-                workflow_version=1,
-                definition=s.record.definition,
-                request=ExecutionRequest(
-                    sourceSystem="bench", sourceEntityType="n", idempotencyKey=key,
-                    requestPayload={"n": i},
-                ),
-                fingerprint=key,
-            )  # fmt: skip
+            inp = _input(s, key, i)
+            eid = inp.execution_id
             [payload] = await converter.encode([inp])  # encrypted, as the worker expects
             body = {
                 "workflowId": eid,

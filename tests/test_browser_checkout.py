@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,15 +39,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_payer_clicks_pay_in_chromium(
-    client: Client, engine: Engine, settings: Settings, tenant: Tenant, worker: Worker
-) -> None:
-    from playwright.async_api import async_playwright
-
+@asynccontextmanager
+async def served_api(settings: Settings, client: Client, engine: Engine) -> AsyncIterator[str]:
+    """The API under uvicorn on a loopback port, in the test's event loop (so the session
+    worker keeps running), announcing that port as its public base URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    served = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    served = settings.model_copy(update={"public_base_url": base})
     app = create_app(served, build_deps(served, client, engine))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
@@ -54,16 +56,28 @@ async def test_payer_clicks_pay_in_chromium(
     try:
         while not server.started:
             await asyncio.sleep(0.02)
+        yield base
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_payer_clicks_pay_in_chromium(
+    client: Client, engine: Engine, settings: Settings, tenant: Tenant, worker: Worker
+) -> None:
+    from playwright.async_api import async_playwright
+
+    async with served_api(settings, client, engine) as base:
         import httpx
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=base) as http:
             response = await create(http, tenant, tenant.priced_wf)
             assert response.status_code == 200, response.text
             execution = response.json()["data"]["execution"]
             # The session worker announces its own public base URL; serve the same path here.
             path = urlsplit(response.json()["data"]["checkoutUrl"]).path
             assert path == f"/checkout/{execution['checkoutSessionId']}"
-            url = f"http://127.0.0.1:{port}{path}"
+            url = f"{base}{path}"
 
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -75,7 +89,7 @@ async def test_payer_clicks_pay_in_chromium(
                     assert await page.text_content("#status") == "awaiting_payment"
                     await page.click("#pay")
                     # Paid: on to the status page, the token moved into a cookie.
-                    await page.wait_for_url(f"http://127.0.0.1:{port}/status/{execution['id']}")
+                    await page.wait_for_url(f"{base}/status/{execution['id']}")
                     assert await page.text_content("#workflow") == "Greeting"
                     # Without JavaScript the page is the state when it was rendered; reloading
                     # (as its refresh does) shows the execution move on to its end.
@@ -93,9 +107,6 @@ async def test_payer_clicks_pay_in_chromium(
             assert done["paymentStatus"] == "paid"
             assert len(charges(engine, execution["id"])) == 1
             await assert_money_invariants(client, engine, done)
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def test_status_page_goes_from_awaiting_payment_to_done_live_in_chromium(
@@ -104,18 +115,7 @@ async def test_status_page_goes_from_awaiting_payment_to_done_live_in_chromium(
     import httpx
     from playwright.async_api import async_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(settings, build_deps(settings, client, engine))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.02)
+    async with served_api(settings, client, engine) as base:
         async with httpx.AsyncClient(base_url=base) as http:
             data = (await create(http, tenant, tenant.priced_wf)).json()["data"]
             execution = data["execution"]
@@ -153,6 +153,3 @@ async def test_status_page_goes_from_awaiting_payment_to_done_live_in_chromium(
                     await browser.close()
             done = await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
             await assert_money_invariants(client, engine, done)
-    finally:
-        server.should_exit = True
-        await serving
