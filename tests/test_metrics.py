@@ -97,7 +97,7 @@ async def test_readyz_names_each_dependency(
 
 async def test_the_api_counts_its_calls_to_temporal_one_per_create_replay_view_and_payment(
     database_url: str, temporal_address: str, settings: Settings, tenant: Tenant,
-    engine: Engine, worker: Worker,
+    engine: Engine, worker: Worker, client: Client,
 ) -> None:  # fmt: skip
     """A real ``tollway api`` (its Temporal client carries the counting interceptor)."""
     config = make_settings(database_url, temporal_address, task_queue=settings.task_queue)
@@ -147,3 +147,12 @@ async def test_the_api_counts_its_calls_to_temporal_one_per_create_replay_view_a
                 await pay_via_webhook(http, engine, made)
 
             assert await delta(pay) == {"start_workflow_update": 1}
+            await client.get_workflow_handle(made["id"]).result()  # not through this API
+            # Closed: the first view learns it from the query's rejection and reads the
+            # records (describe, and the start input once); later views are one describe.
+            assert await delta(read) == {
+                "query_workflow": 1,
+                "describe_workflow": 1,
+                "fetch_workflow_history_events": 1,
+            }
+            assert await delta(read) == {"describe_workflow": 1}

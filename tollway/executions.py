@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 from pydantic import BaseModel
@@ -229,6 +230,37 @@ def _retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None
         future.exception()
 
 
+class _Open:
+    """The records' answer for a running execution, when asked to tell it apart."""
+
+
+_OPEN = _Open()
+_T = TypeVar("_T")
+
+
+class _Lru(Generic[_T]):
+    """A small least-recently-used map (one event loop: no lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, _T] = OrderedDict()
+
+    def get(self, key: str) -> _T | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: _T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
 class ExecutionService:
     def __init__(
         self,
@@ -241,6 +273,10 @@ class ExecutionService:
     ) -> None:
         self._public_base_url = public_base_url
         self._ledger = ledger
+        # What never changes, remembered so that a closed execution's view is one describe:
+        # its start input, and that it has closed (a reset reopens it: describe says so).
+        self._inputs: _Lru[ExecutionInput] = _Lru(1000)
+        self._closed: _Lru[bool] = _Lru(10_000)
         self._client = client
         self._task_queue = task_queue
         self._deadline = request_deadline
@@ -505,6 +541,11 @@ class ExecutionService:
 
     async def _workflow_view(self, eid: str) -> ExecutionView | None:
         handle = self._handle(eid)
+        if self._closed.get(eid):
+            known = await self._recorded(eid, unless_open=True)
+            if not isinstance(known, _Open):
+                return known
+            self._closed.pop(eid)
         try:
             # Open executions only: a closed one is read from Temporal's records, which know
             # how it ended (a query would replay a terminated one to its last live state).
@@ -523,7 +564,14 @@ class ExecutionService:
         return await self.recorded_view(eid)
 
     async def recorded_view(self, eid: str) -> ExecutionView | None:
-        """The view from Temporal's own records (describe, result, history): no worker needed."""
+        """The view from Temporal's own records (describe, and the start input once): no
+        worker needed."""
+        found = await self._recorded(eid, unless_open=False)
+        assert not isinstance(found, _Open)
+        return found
+
+    async def _recorded(self, eid: str, unless_open: bool) -> ExecutionView | _Open | None:
+        """``unless_open``: answer ``_OPEN`` for a running execution."""
         handle = self._handle(eid)
         try:
             desc = await handle.describe()
@@ -531,12 +579,18 @@ class ExecutionService:
             if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
                 return None
             raise
-        if desc.status == WorkflowExecutionStatus.COMPLETED:
-            return await handle.result()
-        inp = await self._start_input(handle)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            if unless_open:
+                return _OPEN
+        else:
+            self._closed.put(eid, True)
         state: ExecutionState | None = await desc.memo_value(
             "state", None, type_hint=ExecutionState
         )
+        if state is None and desc.status == WorkflowExecutionStatus.COMPLETED:
+            view: ExecutionView = await handle.result()
+            return view
+        inp = await self._start_input(handle)
         if state is None:
             state = initial_state(inp, desc.start_time, desc.run_id)
         abnormal = _ABNORMAL_END.get(desc.status) if desc.status else None
@@ -570,6 +624,16 @@ class ExecutionService:
         return None
 
     async def _start_input(
+        self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]
+    ) -> ExecutionInput:
+        known = self._inputs.get(handle.id)
+        if known is not None:
+            return known
+        inp = await self._read_start_input(handle)
+        self._inputs.put(handle.id, inp)
+        return inp
+
+    async def _read_start_input(
         self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]
     ) -> ExecutionInput:
         async for event in handle.fetch_history_events(page_size=1):
