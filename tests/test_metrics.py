@@ -118,6 +118,13 @@ async def test_the_api_counts_its_calls_to_temporal_one_per_create_replay_view_a
                 after = await calls()
                 return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
+            async def create_free() -> None:
+                response = await create(http, tenant, tenant.free_wf)
+                assert response.status_code == 200, response.text
+
+            # Free: one start, answered without waiting for the workflow's first task.
+            assert await delta(create_free) == {"start_workflow": 1}
+
             idem = key()
             made: dict[str, Any] = {}
 

@@ -124,7 +124,23 @@ async def test_no_worker_gives_503_and_retry_attaches(
 async def test_no_worker_and_generated_key_names_the_key_to_retry_with(
     outage_http: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    refused = await create(outage_http, tenant, tenant.free_wf)
+    # Priced: its create waits for the workflow to open the checkout, which needs a worker
+    # (a free execution's create is one start, answered without one).
+    refused = await create(outage_http, tenant, tenant.priced_wf)
     assert refused.status_code == 503
     generated = refused.headers["idempotency-key"]
     assert generated.startswith("idk_") and generated in refused.json()["message"]
+
+
+async def test_a_free_create_needs_no_worker_and_runs_when_one_comes(
+    outage_http: httpx.AsyncClient, tenant: Tenant, outage_settings: Settings
+) -> None:
+    """A free execution's create is one start: Temporal holds it until a worker polls."""
+    made = await create(outage_http, tenant, tenant.free_wf)
+    assert made.status_code == 200, made.text
+    execution = made.json()["data"]["execution"]
+    assert execution["status"] == "workflow_queued"
+    with worker_process(outage_settings):
+        done = await wait_status(outage_http, execution["id"], tenant.auth, "workflow_succeeded")
+    assert done["createdAt"] == execution["createdAt"]  # the create's answer, kept
+    assert done["runId"] == execution["runId"]

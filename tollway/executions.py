@@ -302,6 +302,7 @@ class ExecutionService:
             fingerprint=cmd.fingerprint,
             public_base_url=self._public_base_url,
             notify=cmd.notify,
+            created_at=datetime.now(UTC),
         )
         status, payment_status = initial_statuses(inp)
         attributes: list[SearchAttributePair[str]] = [
@@ -318,6 +319,8 @@ class ExecutionService:
         ):
             if value is not None:
                 attributes.append(SearchAttributePair(key, value))
+        if cmd.workflow.definition.price is None:
+            return await self._start_free(inp, attributes, cmd)
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
@@ -349,6 +352,36 @@ class ExecutionService:
         # The stored outcome of an earlier create: answer with the current state instead.
         current = await self.view(eid)
         return CreateOutcome(current or result.view, replayed=True)
+
+    async def _start_free(
+        self,
+        inp: ExecutionInput,
+        attributes: list[SearchAttributePair[str]],
+        cmd: CreateCommand,
+    ) -> CreateOutcome:
+        """A free execution needs nothing from its workflow to answer (no checkout to wait
+        for): one start, the view built from the input, as the workflow's first state will be.
+        The same key again finds it started: answered from the records, after comparing the
+        request with the one it was started with (kept here, or read from its start event)."""
+        try:
+            async with temporal_call(self._deadline):
+                handle = await self._client.start_workflow(
+                    ExecutionWorkflow.run,
+                    inp,
+                    id=inp.execution_id,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
+                    task_queue=self._task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(attributes),
+                    static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+                    static_details=_static_details(cmd),
+                )
+        except WorkflowAlreadyStartedError:
+            return await self._replay_closed(inp.execution_id, cmd.fingerprint)
+        self._inputs.put(inp.execution_id, inp)
+        assert inp.created_at is not None and handle.result_run_id is not None
+        state = initial_state(inp, inp.created_at, handle.result_run_id)
+        return CreateOutcome(ExecutionView.build(inp, state), replayed=False)
 
     async def _attach(
         self,
@@ -592,7 +625,7 @@ class ExecutionService:
             return view
         inp = await self._start_input(handle)
         if state is None:
-            state = initial_state(inp, desc.start_time, desc.run_id)
+            state = initial_state(inp, inp.created_at or desc.start_time, desc.run_id)
         abnormal = _ABNORMAL_END.get(desc.status) if desc.status else None
         if abnormal and not state.status.terminal:
             status, said = abnormal

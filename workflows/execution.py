@@ -57,7 +57,7 @@ class ExecutionWorkflow(WorkPhase):
     @workflow.init
     def __init__(self, inp: ExecutionInput) -> None:
         self._input = inp
-        self._state = initial_state(inp, workflow.now(), workflow.info().run_id)
+        self._state = initial_state(inp, inp.created_at or workflow.now(), workflow.info().run_id)
         self._checkout_settled = inp.definition.price is None
         self._payment: PaymentNotice | None = None
         self._inbox: list[PaymentNotice] = []

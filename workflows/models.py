@@ -96,6 +96,9 @@ class ExecutionInput(_Payload):
     fingerprint: str
     public_base_url: str = ""  # where callbacks reach the API
     notify: bool = False  # the organization has status webhook endpoints: emit events
+    # When the API accepted the create (the view's createdAt, the same in the create's answer
+    # and in every later view); None in inputs recorded before it: the first task's time.
+    created_at: datetime | None = None
 
 
 class ExecutionState(_Payload):
