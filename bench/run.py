@@ -403,12 +403,41 @@ async def compare_streams(s: Stack, seconds: float = 5.0) -> dict[str, dict[str,
     return out
 
 
+async def _capture(s: Stack, execution: dict[str, Any]) -> str:
+    """The payer's money taken in the local bank, as its checkout page does."""
+    from tollway.local_bank import LocalBank
+
+    bank = LocalBank(s.engine)
+    return await asyncio.to_thread(
+        bank.capture, execution["id"], execution["checkoutSessionId"], 100, "usd"
+    )
+
+
+async def _post_payment(s: Stack, execution: dict[str, Any], reference: str) -> None:
+    """The signed ``checkout.session.completed`` webhook for that payment."""
+    from tollway.local_bank import checkout_event, encode, sign
+
+    raw = encode(
+        checkout_event(
+            "checkout.session.completed",
+            execution_id=execution["id"],
+            session_id=execution["checkoutSessionId"],
+            amount=100,
+            currency="usd",
+            payment_reference=reference,
+        )
+    )
+    answer = await s.http.post(
+        "/v1/webhooks/payments/local",
+        content=raw,
+        headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
+    )
+    assert answer.status_code == 200, answer.text
+
+
 async def webhook_to_event(s: Stack, rounds: int = 20) -> list[float]:
     """From sending a payment webhook to the first event of the new status on an open
     stream (a client following its execution, as the payer's status page does)."""
-    from tollway.local_bank import LocalBank, checkout_event, encode, sign
-
-    bank = LocalBank(s.engine)
     latencies = []
     for _ in range(rounds):
         data = await _parked(s)
@@ -416,26 +445,9 @@ async def webhook_to_event(s: Stack, rounds: int = 20) -> list[float]:
         url = f"/v1/public/executions/{execution['id']}/events"
         task = asyncio.create_task(_first_change(s.http, url, data["clientToken"]))
         await asyncio.sleep(0.3)  # the stream is open and has sent the current state
-        reference = await asyncio.to_thread(
-            bank.capture, execution["id"], execution["checkoutSessionId"], 100, "usd"
-        )
-        raw = encode(
-            checkout_event(
-                "checkout.session.completed",
-                execution_id=execution["id"],
-                session_id=execution["checkoutSessionId"],
-                amount=100,
-                currency="usd",
-                payment_reference=reference,
-            )
-        )
+        reference = await _capture(s, execution)
         sent_at = time.perf_counter()
-        answer = await s.http.post(
-            "/v1/webhooks/payments/local",
-            content=raw,
-            headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
-        )
-        assert answer.status_code == 200, answer.text
+        await _post_payment(s, execution, reference)
         arrived = await asyncio.wait_for(task, 30)
         latencies.append(arrived - sent_at)
     return latencies
@@ -454,35 +466,16 @@ async def _until_running(s: Stack, execution_id: str) -> float:
 async def compare_payments(s: Stack, rounds: int = 20) -> dict[str, list[float]]:
     """Payment to ``workflow_running``: the signed webhook through the API, against the same
     payment given straight to the workflow as the raw update; both observed the same way."""
-    from tollway.local_bank import LocalBank, checkout_event, encode, sign
     from workflows.models import PaymentEventKind, PaymentNotice
 
-    bank = LocalBank(s.engine)
     out: dict[str, list[float]] = {"http": [], "raw": []}
     for n in range(2 * rounds):
         side = "http" if n % 2 else "raw"
         execution = (await _parked(s))["execution"]
-        reference = await asyncio.to_thread(
-            bank.capture, execution["id"], execution["checkoutSessionId"], 100, "usd"
-        )
+        reference = await _capture(s, execution)
         began = time.perf_counter()
         if side == "http":
-            raw = encode(
-                checkout_event(
-                    "checkout.session.completed",
-                    execution_id=execution["id"],
-                    session_id=execution["checkoutSessionId"],
-                    amount=100,
-                    currency="usd",
-                    payment_reference=reference,
-                )
-            )
-            answer = await s.http.post(
-                "/v1/webhooks/payments/local",
-                content=raw,
-                headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
-            )
-            assert answer.status_code == 200, answer.text
+            await _post_payment(s, execution, reference)
         else:
             handle = s.client.get_workflow_handle_for(ExecutionWorkflow.run, execution["id"])
             await handle.execute_update(
@@ -559,7 +552,6 @@ async def _calls(s: Stack) -> dict[str, float]:
 
 async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
     """The API's calls to Temporal for one of each operation (from its own counter)."""
-    from tollway.local_bank import LocalBank, checkout_event, encode, sign
 
     key = f"calls-{uuid.uuid4().hex}"
     body = {"sourceSystem": "bench", "sourceEntityType": "c", "idempotencyKey": key}
@@ -573,22 +565,7 @@ async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
         assert (await s.http.get(f"/v1/public/executions/{created['id']}")).status_code == 200
 
     async def webhook() -> None:
-        reference = await asyncio.to_thread(
-            LocalBank(s.engine).capture, created["id"], created["checkoutSessionId"], 100, "usd"
-        )
-        raw = encode(
-            checkout_event(
-                "checkout.session.completed", execution_id=created["id"],
-                session_id=created["checkoutSessionId"], amount=100, currency="usd",
-                payment_reference=reference,
-            )
-        )  # fmt: skip
-        r = await s.http.post(
-            "/v1/webhooks/payments/local",
-            content=raw,
-            headers={"Stripe-Signature": sign(raw, s.webhook_secret)},
-        )
-        assert r.status_code == 200
+        await _post_payment(s, created, await _capture(s, created))
 
     async def closed() -> None:
         handle = s.client.get_workflow_handle(created["id"])
