@@ -73,6 +73,11 @@ class Metrics:
 
 
 def _route(app: ASGIApp, scope: Scope) -> str:
+    """The route template that answered: the router leaves it in the scope; matched again
+    only for answers given before routing (a 404, a middleware's own answer)."""
+    answered = scope.get("route")
+    if answered is not None and hasattr(answered, "path"):
+        return str(answered.path)
     for route in getattr(app, "routes", []):
         match, _ = route.matches(scope)
         if match == Match.FULL:
