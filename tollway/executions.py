@@ -319,19 +319,23 @@ class ExecutionService:
         ):
             if value is not None:
                 attributes.append(SearchAttributePair(key, value))
+        # How the workflow is started, whichever way: the same for a free and a priced one.
+        options: dict[str, Any] = {
+            "id": eid,
+            "task_timeout": WORKFLOW_TASK_TIMEOUT,
+            "task_queue": self._task_queue,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            "search_attributes": TypedSearchAttributes(attributes),
+            "static_summary": f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+            "static_details": _static_details(cmd),
+        }
         if cmd.workflow.definition.price is None:
-            return await self._start_free(inp, attributes, cmd)
+            return await self._start_free(inp, options, cmd.fingerprint)
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
-            id=eid,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(attributes),
-            static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
-            static_details=_static_details(cmd),
+            **options,
         )
         nonce = uuid.uuid4().hex
         # One update ID per request fingerprint: the server deduplicates replays by it, so
@@ -354,10 +358,7 @@ class ExecutionService:
         return CreateOutcome(current or result.view, replayed=True)
 
     async def _start_free(
-        self,
-        inp: ExecutionInput,
-        attributes: list[SearchAttributePair[str]],
-        cmd: CreateCommand,
+        self, inp: ExecutionInput, options: dict[str, Any], fingerprint: str
     ) -> CreateOutcome:
         """A free execution needs nothing from its workflow to answer (no checkout to wait
         for): one start, the view built from the input, as the workflow's first state will be.
@@ -365,19 +366,9 @@ class ExecutionService:
         request with the one it was started with (kept here, or read from its start event)."""
         try:
             async with temporal_call(self._deadline):
-                handle = await self._client.start_workflow(
-                    ExecutionWorkflow.run,
-                    inp,
-                    id=inp.execution_id,
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,
-                    task_queue=self._task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    search_attributes=TypedSearchAttributes(attributes),
-                    static_summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
-                    static_details=_static_details(cmd),
-                )
+                handle = await self._client.start_workflow(ExecutionWorkflow.run, inp, **options)
         except WorkflowAlreadyStartedError:
-            return await self._replay_closed(inp.execution_id, cmd.fingerprint)
+            return await self._replay_closed(inp.execution_id, fingerprint)
         self._inputs.put(inp.execution_id, inp)
         assert inp.created_at is not None and handle.result_run_id is not None
         state = initial_state(inp, inp.created_at, handle.result_run_id)
