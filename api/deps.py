@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -23,6 +25,34 @@ from tollway.local_bank import LocalBank
 from tollway.settings import Settings, secret_value
 from tollway.tables import WebhookEndpoint
 
+T = TypeVar("T")
+
+
+class _TtlCache(Generic[T]):
+    """Values read from the database, kept ``ttl`` seconds; while the database is down, what
+    was read within ``stale`` seconds is used."""
+
+    def __init__(self, ttl: float, stale: float = 0.0) -> None:
+        self._ttl = ttl
+        self._stale = stale
+        self._cache: dict[str, tuple[float, T]] = {}
+
+    async def get(self, key: str, load: Callable[[], T]) -> T:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            value = await anyio.to_thread.run_sync(load)
+        except DATABASE_DOWN:
+            if hit is not None and now - hit[0] <= self._stale:
+                return hit[1]
+            raise
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, value)
+        return value
+
 
 class WorkflowCatalog:
     """Current workflow versions, cached for a few seconds (edits apply within ``ttl``); while
@@ -30,27 +60,12 @@ class WorkflowCatalog:
 
     def __init__(self, engine: Engine, ttl: float, stale: float = 300.0) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._stale = stale
-        self._cache: dict[str, tuple[float, WorkflowRecord | None]] = {}
+        self._cache: _TtlCache[WorkflowRecord | None] = _TtlCache(ttl, stale)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
-        now = time.monotonic()
-        hit = self._cache.get(workflow_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        record = None
-        if len(workflow_id) <= 40:
-            try:
-                record = await anyio.to_thread.run_sync(find_workflow, self._engine, workflow_id)
-            except DATABASE_DOWN:
-                if hit is not None and now - hit[0] <= self._stale:
-                    return hit[1]
-                raise
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[workflow_id] = (now + self._ttl, record)
-        return record
+        if len(workflow_id) > 40:  # no id of ours: not worth a query
+            return None
+        return await self._cache.get(workflow_id, lambda: find_workflow(self._engine, workflow_id))
 
 
 class EndpointDirectory:
@@ -60,10 +75,9 @@ class EndpointDirectory:
 
     def __init__(self, engine: Engine, ttl: float) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, bool]] = {}
+        self._cache: _TtlCache[bool] = _TtlCache(ttl)
 
-    def _count(self, organization_id: str) -> bool:
+    def _any(self, organization_id: str) -> bool:
         with Session(self._engine) as session:
             query = select(WebhookEndpoint.id).where(
                 WebhookEndpoint.organization_id == organization_id
@@ -71,15 +85,7 @@ class EndpointDirectory:
             return session.exec(query.limit(1)).first() is not None
 
     async def any_for(self, organization_id: str) -> bool:
-        now = time.monotonic()
-        hit = self._cache.get(organization_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await anyio.to_thread.run_sync(self._count, organization_id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[organization_id] = (now + self._ttl, found)
-        return found
+        return await self._cache.get(organization_id, lambda: self._any(organization_id))
 
 
 def client_address(request: Request) -> str:
