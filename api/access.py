@@ -38,6 +38,17 @@ def deps_of(request: Request) -> Deps:
     return deps
 
 
+async def limit_client(request: Request, execution_id: str) -> dict[str, str]:
+    """Count a client-token read against its execution's limit (429 when spent): per
+    execution, so handing out more client tokens (replays) buys no more reads."""
+    deps = deps_of(request)
+    headers = await deps.rate_limiter.hit(
+        execution_id, deps.settings.client_rate_limit, "client", "this execution's client"
+    )
+    request.state.response_headers = headers
+    return headers
+
+
 async def authenticate(request: Request, scope: str) -> Principal:
     deps = deps_of(request)
     principal = await deps.tokens.require(request)
@@ -72,11 +83,7 @@ async def reader(request: Request, execution_id: str) -> tuple[Shape, dict[str, 
             )
         if opens != execution_id:
             raise not_found(f"Execution {execution_id!r} does not exist.")
-        # Per execution, so handing out more client tokens (replays) buys no more reads.
-        headers = await deps.rate_limiter.hit(
-            execution_id, deps.settings.client_rate_limit, "client", "this execution's client"
-        )
-        request.state.response_headers = headers
+        headers = await limit_client(request, execution_id)
         return client_view, headers
     principal = await authenticate(request, "executions:read")
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from api.access import client_token_cookie, deps_of
+from api.access import client_token_cookie, deps_of, limit_client
 from api.client_tokens import verify
 from tollway.views import client_view
 from workflows.models import ExecutionView, PaymentStatus, Status
@@ -143,9 +143,7 @@ async def show(request: Request) -> Response:
     token = request.cookies.get(client_token_cookie(execution_id))
     if token is None or verify(secret, token) != execution_id:
         return _refused()
-    request.state.response_headers = await deps.rate_limiter.hit(
-        execution_id, deps.settings.client_rate_limit, "client", "this execution's client"
-    )
+    await limit_client(request, execution_id)
     view: ExecutionView | None = await deps.service.view(execution_id)
     if view is None:
         return _refused()
