@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tests.conftest import make_settings
-from tests.helpers import Tenant, api_client, create, key
+from tests.helpers import GREETING, Tenant, api_client, create, key
 from tests.money import pay_via_webhook, send
 from tests.processes import api_process
 from tollway.settings import Settings
@@ -124,6 +124,15 @@ async def test_the_api_counts_its_calls_to_temporal_one_per_create_replay_view_a
 
             # Free: one start, answered without waiting for the workflow's first task.
             assert await delta(create_free) == {"start_workflow": 1}
+            # Free with a concurrency limit: answered once its workflow took its place in the
+            # queue (update-with-start), so the queue keeps the order of the creates.
+            limited = tenant.workflow({**GREETING, "maxConcurrency": 1})
+
+            async def create_limited() -> None:
+                response = await create(http, tenant, limited)
+                assert response.status_code == 200, response.text
+
+            assert await delta(create_limited) == {"start_update_with_start_workflow": 1}
 
             idem = key()
             made: dict[str, Any] = {}

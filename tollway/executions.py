@@ -329,7 +329,11 @@ class ExecutionService:
             "static_summary": f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
             "static_details": _static_details(cmd),
         }
-        if cmd.workflow.definition.price is None:
+        definition = cmd.workflow.definition
+        # A free execution answers from its input after one start. Not one with a concurrency
+        # limit: its create waits until its workflow asked for a slot, so that the queue's
+        # order is the order of the creates.
+        if definition.price is None and definition.maxConcurrency is None:
             return await self._start_free(inp, options, cmd.fingerprint)
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
