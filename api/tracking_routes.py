@@ -157,7 +157,8 @@ async def list_executions(request: Request) -> JSONResponse:
             principal.organization_id, workflow_id, filters, limit, cursor, after, before
         )
     except QueryRejected as rejected:
-        raise QueryRejected(str(rejected), field="query") from None
+        field = rejected.field if rejected.field == "cursor" else "query"
+        raise QueryRejected(str(rejected), field=field) from None
     next_cursor = (
         signer.issue(next_token, principal.organization_id, workflow_id, signed)
         if next_token

@@ -8,8 +8,16 @@ import json
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import Engine
+from temporalio.client import Client
 
+import tollway.newest_first
+from api.cursors import CursorSigner
 from tests.helpers import GREETING, Tenant, create, eventually, wait_status
+from tests.money import pay_via_webhook
+from tollway.settings import Settings
+from workflows import search_attributes as sa
 
 
 async def listing(
@@ -60,8 +68,70 @@ async def test_list_is_the_callers_newest_first_with_filters_and_pages(
     assert [i["id"] for i in first["executions"] + rest["executions"]] == list(reversed(ids))
 
 
+async def _ids(rows: Any) -> list[str]:
+    return [row.id async for row in rows]
+
+
+@pytest.mark.parametrize("reading", ["in closing order", "cut short into windows"])
+async def test_list_is_in_creation_order_whatever_order_executions_close_in(
+    http: httpx.AsyncClient,
+    tenant: Tenant,
+    client: Client,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    reading: str,
+) -> None:
+    """Temporal's SQL visibility lists open executions first and closed ones by when they
+    closed; the list is by creation all the same, across pages."""
+    if reading == "cut short into windows":  # every page goes through the counted windows
+        monkeypatch.setattr(tollway.newest_first, "MAX_SCANNED", 1)
+        monkeypatch.setattr(tollway.newest_first, "MAX_WINDOW", 1)
+    wf = tenant.priced_wf
+    made = []
+    for _ in range(4):  # created in this order: still open, paid last, paid second, paid first
+        made.append((await create(http, tenant, wf)).json()["data"]["execution"])
+    still_open, paid_last, paid_second, paid_first = made
+    for execution in (paid_first, paid_second, paid_last):
+        await pay_via_webhook(http, engine, execution)
+        await wait_status(http, execution["id"], tenant.auth, "workflow_succeeded")
+    newest_first = [e["id"] for e in reversed(made)]
+    mine = (
+        f"{sa.PUBLIC_WORKFLOW_ID.name} = '{wf}' AND {sa.ORGANIZATION_ID.name} = '{tenant.org_id}'"
+    )
+    temporal_order = await eventually(
+        lambda: _ids(client.list_workflows(mine)), lambda ids: len(ids) == 4
+    )
+    assert temporal_order == [still_open["id"], paid_last["id"], paid_second["id"],
+                              paid_first["id"]]  # fmt: skip
+
+    listed = await eventually(
+        lambda: listing(http, tenant, wf),
+        lambda r: [i["id"] for i in r.json()["data"]["executions"]] == newest_first,
+    )
+    assert [i["id"] for i in listed.json()["data"]["executions"]] == newest_first
+    assert listed.json()["data"]["hasMore"] is False
+    for limit in (1, 2, 3):
+        paged: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        while True:
+            page = (await listing(http, tenant, wf, **params)).json()["data"]
+            assert len(page["executions"]) <= limit
+            paged += [i["id"] for i in page["executions"]]
+            if not page["hasMore"]:
+                break
+            params["cursor"] = page["nextCursor"]
+        assert paged == newest_first, limit
+    started = {i["id"]: i["createdAt"] for i in listed.json()["data"]["executions"]}
+    since = await listing(http, tenant, wf, createdAfter=started[made[1]["id"]], limit=2)
+    assert [i["id"] for i in since.json()["data"]["executions"]] == newest_first[:2]
+    rest = await listing(http, tenant, wf, createdAfter=started[made[1]["id"]], limit=2,
+                         cursor=since.json()["data"]["nextCursor"])  # fmt: skip
+    assert [i["id"] for i in rest.json()["data"]["executions"]] == newest_first[2:3]
+    assert rest.json()["data"]["hasMore"] is False
+
+
 async def test_list_filters_by_what_the_caller_knows_and_by_created_at(
-    http: httpx.AsyncClient, tenant: Tenant
+    http: httpx.AsyncClient, tenant: Tenant, settings: Settings
 ) -> None:
     wf = tenant.workflow(GREETING)
     made = []
@@ -113,6 +183,15 @@ async def test_list_filters_by_what_the_caller_knows_and_by_created_at(
         http, tenant, wf, sourceEntityType="ticket", createdAfter=second, cursor=page["nextCursor"]
     )
     assert widened.status_code == 400
+    # Signed by this API but not a position it wrote (an earlier release's page token).
+    secret = settings.client_token_secret
+    assert secret is not None
+    stale = CursorSigner(secret.get_secret_value()).issue(
+        b"\x0a\x08temporal", tenant.org_id, wf, {"sourceEntityType": "ticket"}
+    )
+    old = await listing(http, tenant, wf, sourceEntityType="ticket", cursor=stale)
+    assert old.status_code == 400, old.text
+    assert [e["field"] for e in old.json()["errors"]] == ["cursor"]
 
 
 async def test_list_refuses_bad_filters_naming_each(

@@ -23,6 +23,7 @@ from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
     WithStartWorkflowOperation,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowHistoryEventFilterType,
@@ -43,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tollway.admin import WorkflowRecord
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
+from tollway.newest_first import Position, newest_page
 from tollway.outage import DATABASE_DOWN
 from tollway.temporal import TemporalUnreachable
 from workflows import search_attributes as sa
@@ -461,10 +463,18 @@ class ExecutionService:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> tuple[list[dict[str, Any]], bytes | None]:
-        """A page of the caller's executions of one workflow, newest first, from visibility.
+        """A page of the caller's executions of one workflow, newest (created) first, from
+        visibility (see :mod:`tollway.newest_first` for how, without ``ORDER BY``).
 
         ``filters`` maps list parameters (``sa.FILTERS``) to the values their search
-        attributes must have; the created-at range is Temporal's ``StartTime``."""
+        attributes must have; the created-at range is Temporal's ``StartTime``; ``cursor`` is
+        what an earlier page returned (:class:`QueryRejected` on ``cursor`` otherwise)."""
+        try:
+            after = Position.decode(cursor) if cursor is not None else None
+        except ValueError:
+            raise QueryRejected(
+                "is not a page position of this release: list again from the first page", "cursor"
+            ) from None
         conditions = [
             "WorkflowType = 'TollwayExecution'",
             f"{sa.ORGANIZATION_ID.name} = {_quote(organization_id)}",
@@ -475,31 +485,30 @@ class ExecutionService:
             conditions.append(f"StartTime >= {_quote(_rfc3339(created_after))}")
         if created_before is not None:
             conditions.append(f"StartTime < {_quote(_rfc3339(created_before))}")
-        pages = self._client.list_workflows(
-            " AND ".join(conditions), page_size=limit, next_page_token=cursor
-        )
         async with temporal_call(self._deadline):
-            await pages.fetch_next_page()
-        items = []
-        for execution in pages.current_page or []:
-            state = await execution.memo_value("state", None, type_hint=ExecutionState)
-            attrs = execution.typed_search_attributes
-            summary = ExecutionSummary(
-                id=execution.id,
-                workflowId=workflow_id,
-                status=state.status if state else attrs.get(sa.STATUS),
-                paymentStatus=state.paymentStatus if state else attrs.get(sa.PAYMENT_STATUS),
-                statusReason=state.statusReason if state else None,
-                sourceSystem=attrs.get(sa.SOURCE_SYSTEM),
-                externalRef=attrs.get(sa.EXTERNAL_REF),
-                runId=execution.run_id,
-                createdAt=execution.start_time,
-                updatedAt=state.updatedAt if state else execution.start_time,
-                finishedAt=state.finishedAt if state else None,
-            )
-            items.append(summary.model_dump(mode="json"))
+            page = await newest_page(self._client, " AND ".join(conditions), limit, after)
+        items = [await self._summary(execution, workflow_id) for execution in page.rows]
         await self._settle_items(items)
-        return items, pages.next_page_token
+        return items, page.after.encode() if page.after else None
+
+    @staticmethod
+    async def _summary(execution: WorkflowExecution, workflow_id: str) -> dict[str, Any]:
+        state = await execution.memo_value("state", None, type_hint=ExecutionState)
+        attrs = execution.typed_search_attributes
+        summary = ExecutionSummary(
+            id=execution.id,
+            workflowId=workflow_id,
+            status=state.status if state else attrs.get(sa.STATUS),
+            paymentStatus=state.paymentStatus if state else attrs.get(sa.PAYMENT_STATUS),
+            statusReason=state.statusReason if state else None,
+            sourceSystem=attrs.get(sa.SOURCE_SYSTEM),
+            externalRef=attrs.get(sa.EXTERNAL_REF),
+            runId=execution.run_id,
+            createdAt=execution.start_time,
+            updatedAt=state.updatedAt if state else execution.start_time,
+            finishedAt=state.finishedAt if state else None,
+        )
+        return summary.model_dump(mode="json")
 
     async def _settle_items(self, items: list[dict[str, Any]]) -> None:
         """The list agrees with the view: the same ledger settlement for closed executions."""
