@@ -27,13 +27,11 @@ from api import (
     tracking_routes,
     webhooks,
 )
-from api.access_log import AccessLogMiddleware
 from api.auth import TokenResolver
 from api.deps import Deps, EndpointDirectory, WorkflowCatalog
 from api.errors import (
     DATABASE_DOWN,
     ApiError,
-    FaultMiddleware,
     database_unavailable,
     envelope,
     error_response,
@@ -44,7 +42,7 @@ from api.errors import (
 from api.metrics import Metrics, metrics_endpoint
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
-from api.request_id import RequestIdMiddleware
+from api.request_scope import RequestScopeMiddleware
 from api.streams import StreamSlots
 from api.watch import Watchers
 from tollway.db import make_engine
@@ -197,11 +195,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
             *codec_routes.routes(),
             *status_page.routes(),
         ],
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(AccessLogMiddleware),
-            Middleware(FaultMiddleware),
-        ],
+        middleware=[Middleware(RequestScopeMiddleware)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,

@@ -26,7 +26,6 @@ from typing import Any
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.request_id import current_request_id
 from tollway.executions import (
@@ -128,42 +127,6 @@ async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     if metrics is not None and 400 <= exc.status < 500:
         metrics.client_errors.labels(exc.error).inc()
     return error_response(exc, getattr(request.state, "response_headers", None))
-
-
-class FaultMiddleware:
-    """A real fault: logged with the request id (bound by the outer RequestIdMiddleware) and
-    answered as a 500 in the usual envelope, with no internals in the body."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.log = structlog.get_logger("tollway.api")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            self.log.exception(
-                "unhandled error", path=scope.get("path"), method=scope.get("method")
-            )
-            if started:
-                raise
-            response = JSONResponse(
-                envelope(
-                    500, "Internal error; quote the request id when reporting it.", error="internal"
-                ),
-                status_code=500,
-            )
-            await response(scope, receive, send)
 
 
 # -- the service's answers, in HTTP ---------------------------------------------------------

@@ -116,6 +116,7 @@ async def test_a_fault_is_a_500_logged_with_its_request_id(
     assert response.status_code == 500
     body = response.json()
     assert body["requestId"] == "fault-42" and body["error"] == "internal"
+    assert response.headers.get_list("x-request-id") == ["fault-42"]
     assert "database on fire" not in response.text  # no internals leak to the caller
     logged = capsys.readouterr()
     assert "fault-42" in logged.out + logged.err and "database on fire" in logged.out + logged.err
