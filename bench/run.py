@@ -26,11 +26,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from google.protobuf.json_format import MessageToJson
 from sqlalchemy import Engine
-from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tollway import admin
@@ -44,7 +50,7 @@ from tollway.migrate import migrate
 from tollway.temporal_server import start_dev_command
 from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow
-from workflows.models import ExecutionInput, ExecutionRequest
+from workflows.models import AttachInput, ExecutionInput, ExecutionRequest
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 CREATES = int(os.environ.get("BENCH_CREATES", "400"))  # per side, per round
@@ -104,6 +110,10 @@ class Stack:
 
     client: Client
     http: httpx.AsyncClient
+    caller: aiohttp.ClientSession
+    """The measured HTTP side's client: aiohttp spends ~0.3 ms of CPU per request where httpx
+    spends ~1.5 ms, on cores the server shares; the bench measures Tollway, not the caller's
+    choice of client (``report`` prints both clients' floor)."""
     org_id: str
     workflow_id: str
     priced_id: str
@@ -201,11 +211,13 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         await _wait_http(f"{base}/healthz")
         auth = {"Authorization": f"Bearer {token}"}
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(
-            base_url=base, headers=auth, limits=limits, timeout=60
-        ) as http:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+        async with (
+            httpx.AsyncClient(base_url=base, headers=auth, limits=limits, timeout=60) as http,
+            aiohttp.ClientSession(base, headers=auth, connector=connector) as caller,
+        ):
             yield Stack(
-                client, http, org.id, wf.id, priced.id, record, task_queue, api, worker,
+                client, http, caller, org.id, wf.id, priced.id, record, task_queue, api, worker,
                 engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
                 f"http://127.0.0.1:{temporal_http_port}",
             )  # fmt: skip
@@ -222,7 +234,7 @@ def creator(
     run_id = uuid.uuid4().hex[:6]
 
     async def http_create(i: int) -> None:
-        r = await s.http.post(
+        async with s.caller.post(
             f"/v1/public/workflows/{workflow_id or s.workflow_id}/executions",
             json={
                 "sourceSystem": "bench",
@@ -230,24 +242,26 @@ def creator(
                 "idempotencyKey": f"h-{run_id}-{i}-{time.perf_counter_ns()}",
                 "requestPayload": {"n": i},
             },
-        )
-        assert r.status_code == 200, r.text
+        ) as r:
+            answer = await r.json()
+            assert r.status == 200, answer
         if made is not None:
-            made.append(r.json()["data"]["execution"]["id"])
+            made.append(answer["data"]["execution"]["id"])
 
     return http_create
 
 
-def _input(s: Stack, key: str, n: int) -> ExecutionInput:
+def _input(s: Stack, key: str, n: int, record: WorkflowRecord | None = None) -> ExecutionInput:
     """The workflow input a raw client starts the bench workflow with (what the API builds)."""
+    record = record or s.record
     return ExecutionInput(
-        execution_id=execution_id(s.org_id, s.workflow_id, key),
+        execution_id=execution_id(s.org_id, record.id, key),
         organization_id=s.org_id,
         initiated_by_id="bench",
         initiated_by_type="api_token",
-        public_workflow_id=s.workflow_id,
+        public_workflow_id=record.id,
         workflow_version=1,
-        definition=s.record.definition,
+        definition=record.definition,
         request=ExecutionRequest(
             sourceSystem="bench", sourceEntityType="n", idempotencyKey=key, requestPayload={"n": n}
         ),
@@ -267,26 +281,7 @@ async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]
     async def raw_create(i: int) -> None:
         key = f"r-{run_id}-{i}-{time.perf_counter_ns()}"
         inp = _input(s, key, i)
-        await s.client.start_workflow(
-            ExecutionWorkflow.run,
-            inp,
-            id=inp.execution_id,
-            task_queue=s.task_queue,
-            task_timeout=timedelta(seconds=3),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.ORGANIZATION_ID, s.org_id),
-                    SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, s.workflow_id),
-                    SearchAttributePair(sa.SOURCE_SYSTEM, "bench"),
-                    SearchAttributePair(sa.STATUS, "workflow_queued"),
-                    SearchAttributePair(sa.PAYMENT_STATUS, "not_required"),
-                    SearchAttributePair(sa.SOURCE_ENTITY_TYPE, "n"),
-                ]
-            ),
-            static_summary="Bench for bench",
-            static_details=f"**Workflow** Bench ({s.workflow_id}, version 1)",
-        )
+        await s.client.start_workflow(ExecutionWorkflow.run, inp, **_start_options(s, inp))
         made.append(inp.execution_id)
 
     async def drain() -> None:
@@ -305,6 +300,74 @@ async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]
     return results
 
 
+def _start_options(s: Stack, inp: ExecutionInput, status: str = "workflow_queued",
+                   payment: str = "not_required") -> dict[str, Any]:  # fmt: skip
+    """What the API starts an execution with: ids, timeouts, search attributes, summary."""
+    return {
+        "id": inp.execution_id,
+        "task_queue": s.task_queue,
+        "task_timeout": timedelta(seconds=3),
+        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        "search_attributes": TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.ORGANIZATION_ID, s.org_id),
+                SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, inp.public_workflow_id),
+                SearchAttributePair(sa.SOURCE_SYSTEM, "bench"),
+                SearchAttributePair(sa.STATUS, status),
+                SearchAttributePair(sa.PAYMENT_STATUS, payment),
+                SearchAttributePair(sa.SOURCE_ENTITY_TYPE, "n"),
+            ]
+        ),
+        "static_summary": "Bench for bench",
+        "static_details": f"**Workflow** Bench ({inp.public_workflow_id}, version 1)",
+    }
+
+
+async def compare_priced_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+    """A priced execution's create is update-with-start: the answer waits for the workflow's
+    first task (which opens the checkout). Against the raw client's update-with-start of the
+    same workflow with the same input and update. Between rounds both sides' executions
+    (parked, awaiting payment) are terminated, so neither side runs with the other's load."""
+    record = admin.find_workflow(s.engine, s.priced_id)
+    assert record is not None
+    run_id = uuid.uuid4().hex[:6]
+    made: list[str] = []
+    http_create = creator(s, s.priced_id, made)
+
+    async def raw_create(i: int) -> None:
+        key = f"p-{run_id}-{i}-{time.perf_counter_ns()}"
+        inp = _input(s, key, i, record)
+        options = _start_options(s, inp, "awaiting_payment", "pending")
+        start = WithStartWorkflowOperation(
+            ExecutionWorkflow.run,
+            inp,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            **options,
+        )
+        await s.client.execute_update_with_start_workflow(
+            ExecutionWorkflow.attach,
+            AttachInput(fingerprint=key, nonce=uuid.uuid4().hex),
+            start_workflow_operation=start,
+            id=f"create-{key[:40]}",
+        )
+        made.append(inp.execution_id)
+
+    async def clear() -> None:
+        await asyncio.gather(*(s.client.get_workflow_handle(i).terminate() for i in made))
+        made.clear()
+
+    await _drive(64, 8, http_create)  # warm both paths
+    await _drive(64, 8, raw_create)
+    await clear()
+    results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": []}
+    for _ in range(ROUNDS):
+        results["raw"].append(await _drive(CREATES, CONCURRENCY, raw_create))
+        await clear()
+        results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
+        await clear()
+    return results
+
+
 async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
     open_ids = []
     for i in range(20):
@@ -315,8 +378,7 @@ async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
         open_ids.append(r.json()["data"]["execution"]["id"])
 
     async def http_view(i: int) -> None:
-        r = await s.http.get(f"/v1/public/executions/{open_ids[i % len(open_ids)]}")
-        assert r.status_code == 200
+        await _get(s, f"/v1/public/executions/{open_ids[i % len(open_ids)]}")
 
     async def raw_view(i: int) -> None:
         handle = s.client.get_workflow_handle_for(
@@ -325,17 +387,46 @@ async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
         await handle.query(ExecutionWorkflow.view)
 
     async def http_floor(i: int) -> None:
+        await _get(s, "/healthz")
+
+    async def httpx_floor(i: int) -> None:
         assert (await s.http.get("/healthz")).status_code == 200
 
-    await _drive(100, 1, http_view)
-    await _drive(100, 1, raw_view)
-    views: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": [], "floor": []}
+    closed_ids: list[str] = []
+    await _drive(40, 8, creator(s, made=closed_ids))
+    for eid in closed_ids:
+        await s.client.get_workflow_handle(eid).result()
+        await _get(s, f"/v1/public/executions/{eid}")  # the API has seen it closed
+
+    async def http_closed(i: int) -> None:
+        await _get(s, f"/v1/public/executions/{closed_ids[i % len(closed_ids)]}")
+
+    async def raw_describe(i: int) -> None:
+        desc = await s.client.get_workflow_handle(closed_ids[i % len(closed_ids)]).describe()
+        await desc.memo_value("state")
+
+    sides = {
+        "raw": raw_view,
+        "http": http_view,
+        "floor": http_floor,
+        "httpx_floor": httpx_floor,
+        "raw_closed": raw_describe,
+        "http_closed": http_closed,
+    }
+    for side in sides.values():
+        await _drive(100, 1, side)
+    views: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in sides}
     # Short alternating batches, so drift in machine load hits both sides alike.
     for _ in range(ROUNDS * VIEWS // 50):
-        views["raw"].append(await _drive(50, 1, raw_view))
-        views["http"].append(await _drive(50, 1, http_view))
-        views["floor"].append(await _drive(50, 1, http_floor))
+        for name, side in sides.items():
+            views[name].append(await _drive(50, 1, side))
     return views
+
+
+async def _get(s: Stack, path: str) -> None:
+    async with s.caller.get(path) as r:
+        await r.read()
+        assert r.status == 200, r.status
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -501,8 +592,8 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
     run_id = uuid.uuid4().hex[:6]
     converter = s.client.data_converter
     started: list[str] = []
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=s.temporal_http, limits=limits, timeout=60) as api:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(s.temporal_http, connector=connector) as api:
 
         async def temporal_http_start(i: int) -> None:
             key = f"t-{run_id}-{i}-{time.perf_counter_ns()}"
@@ -517,10 +608,11 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
                 "requestId": key,
             }
             # Canonical protobuf JSON (the encrypted payload as it is), not the shorthand.
-            r = await api.post(
+            async with api.post(
                 f"/api/v1/namespaces/default/workflows/{eid}?noPayloadShorthand", json=body
-            )
-            assert r.status_code == 200, r.text
+            ) as r:
+                answer = await r.json()
+                assert r.status == 200, answer
             started.append(eid)
 
         async def drain() -> None:
@@ -587,6 +679,7 @@ async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
 async def main() -> None:
     async with stack() as s:
         creates = await compare_creates(s)
+        priced = await compare_priced_creates(s)
         views = await compare_views(s)
         calls = await calls_per_operation(s)
         streams = await compare_streams(s)
@@ -594,6 +687,17 @@ async def main() -> None:
         payments = await compare_payments(s)
         temporal_http = await compare_temporal_http(s)
     report(creates, views)
+    p = {k: _summary(v) for k, v in priced.items()}
+    print(
+        f"priced create (update-with-start, answered after the workflow's first task), "
+        f"concurrency {CONCURRENCY}, {ROUNDS}x{CREATES} per side:\n"
+        f"  raw update-with-start  {p['raw']['rate']:7.1f}/s  p50 {p['raw']['p50']:6.1f} ms"
+        f"  p99 {p['raw']['p99']:6.1f} ms\n"
+        f"  HTTP POST              {p['http']['rate']:7.1f}/s  p50 {p['http']['p50']:6.1f} ms"
+        f"  p99 {p['http']['p99']:6.1f} ms\n"
+        f"  throughput ratio HTTP/raw = {p['http']['rate'] / p['raw']['rate']:.2f}  (aim >= 0.95)\n"
+        f"  p99 ratio HTTP/raw = {p['http']['p99'] / p['raw']['p99']:.2f}  (aim <= 1.2)"
+    )
     print("Temporal calls by the API, per operation:")
     for name, counted in calls.items():
         shown = ", ".join(f"{k} {int(v)}" for k, v in sorted(counted.items()))
@@ -656,7 +760,15 @@ def report_lines(creates: dict[str, Any], views: dict[str, Any]) -> list[str]:
         f"  HTTP GET               {v['http']['rate']:7.1f}/s  p50 {v['http']['p50']:6.1f} ms"
         f"  p99 {v['http']['p99']:6.1f} ms",
         f"  p50 ratio HTTP/raw = {v['http']['p50'] / v['raw']['p50']:.2f}  (aim <= 1.2)",
-        f"  HTTP floor (GET /healthz through the same client): p50 {v['floor']['p50']:.1f} ms",
+        f"  HTTP floor (GET /healthz through the same client): p50 {v['floor']['p50']:.2f} ms"
+        f" (through httpx: {v['httpx_floor']['p50']:.2f} ms)",
+        f"view, sequential, {ROUNDS}x{VIEWS} per side, closed executions:",
+        f"  raw describe           {v['raw_closed']['rate']:7.1f}/s  p50 "
+        f"{v['raw_closed']['p50']:6.1f} ms  p99 {v['raw_closed']['p99']:6.1f} ms",
+        f"  HTTP GET               {v['http_closed']['rate']:7.1f}/s  p50 "
+        f"{v['http_closed']['p50']:6.1f} ms  p99 {v['http_closed']['p99']:6.1f} ms",
+        f"  p50 ratio HTTP/raw = {v['http_closed']['p50'] / v['raw_closed']['p50']:.2f}"
+        "  (aim <= 1.2)",
     ]
     return lines
 
