@@ -92,6 +92,41 @@ async def _drive(
     return n / (time.perf_counter() - began), latencies
 
 
+Rounds = dict[str, list[tuple[float, list[float]]]]
+
+
+async def _rounds(sides: dict[str, Callable[[int], Awaitable[None]]],
+                  settle: Callable[[], Awaitable[None]]) -> Rounds:  # fmt: skip
+    """``ROUNDS`` rounds of ``CREATES`` per side at ``CONCURRENCY``, the order alternating
+    (A B, B A, ...), each round followed by ``settle`` (what it started finished or cleared)
+    and a quiet machine: no side measures while the server still works off the other's."""
+    results: Rounds = {name: [] for name in sides}
+    names = list(sides)
+    for n in range(ROUNDS):
+        for name in names if n % 2 == 0 else reversed(names):
+            results[name].append(await _drive(CREATES, CONCURRENCY, sides[name]))
+            await settle()
+            await _quiet()
+    return results
+
+
+def _busy_ticks() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+async def _quiet(limit: float = 15.0) -> None:
+    """Until the machine's CPUs were at least 85 % idle for a quarter of a second."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        busy0, total0 = _busy_ticks()
+        await asyncio.sleep(0.25)
+        busy1, total1 = _busy_ticks()
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) < 0.15:
+            return
+
+
 async def _wait_http(url: str) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(300):
@@ -269,7 +304,7 @@ def _input(s: Stack, key: str, n: int, record: WorkflowRecord | None = None) -> 
     )
 
 
-async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+async def compare_creates(s: Stack) -> Rounds:
     """A free execution's create is one start (answered without waiting for the workflow's
     first task): against the raw client starting the same workflow with the same input,
     search attributes and summary. Between rounds every started workflow is let finish, so
@@ -291,13 +326,7 @@ async def compare_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]
     await _drive(64, 8, http_create)  # warm both paths
     await _drive(64, 8, raw_create)
     await drain()
-    results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": []}
-    for _ in range(ROUNDS):
-        results["raw"].append(await _drive(CREATES, CONCURRENCY, raw_create))
-        await drain()
-        results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
-        await drain()
-    return results
+    return await _rounds({"raw": raw_create, "http": http_create}, drain)
 
 
 def _start_options(s: Stack, inp: ExecutionInput, status: str = "workflow_queued",
@@ -323,7 +352,7 @@ def _start_options(s: Stack, inp: ExecutionInput, status: str = "workflow_queued
     }
 
 
-async def compare_priced_creates(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+async def compare_priced_creates(s: Stack) -> Rounds:
     """A priced execution's create is update-with-start: the answer waits for the workflow's
     first task (which opens the checkout). Against the raw client's update-with-start of the
     same workflow with the same input and update. Between rounds both sides' executions
@@ -359,16 +388,10 @@ async def compare_priced_creates(s: Stack) -> dict[str, list[tuple[float, list[f
     await _drive(64, 8, http_create)  # warm both paths
     await _drive(64, 8, raw_create)
     await clear()
-    results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "raw": []}
-    for _ in range(ROUNDS):
-        results["raw"].append(await _drive(CREATES, CONCURRENCY, raw_create))
-        await clear()
-        results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
-        await clear()
-    return results
+    return await _rounds({"raw": raw_create, "http": http_create}, clear)
 
 
-async def compare_views(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+async def compare_views(s: Stack) -> Rounds:
     open_ids = []
     for i in range(20):
         r = await s.http.post(
@@ -586,7 +609,7 @@ async def compare_payments(s: Stack, rounds: int = 20) -> dict[str, list[float]]
     return out
 
 
-async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[float]]]]:
+async def compare_temporal_http(s: Stack) -> Rounds:
     """Tollway's create against starting the same workflow through Temporal's own HTTP API
     (``start-dev --http-port``) on the same server, at the same concurrency."""
     run_id = uuid.uuid4().hex[:6]
@@ -624,12 +647,7 @@ async def compare_temporal_http(s: Stack) -> dict[str, list[tuple[float, list[fl
         http_create = creator(s)
         await _drive(64, 8, temporal_http_start)
         await drain()
-        results: dict[str, list[tuple[float, list[float]]]] = {"http": [], "temporal_http": []}
-        for _ in range(ROUNDS):
-            results["http"].append(await _drive(CREATES, CONCURRENCY, http_create))
-            results["temporal_http"].append(await _drive(CREATES, CONCURRENCY, temporal_http_start))
-            await drain()
-    return results
+        return await _rounds({"temporal_http": temporal_http_start, "http": http_create}, drain)
 
 
 async def _calls(s: Stack) -> dict[str, float]:
