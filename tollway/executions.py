@@ -358,7 +358,12 @@ class ExecutionService:
                 return await self._replay_closed(eid, cmd.fingerprint)
             raise
         if result.nonce == nonce:
-            return CreateOutcome(result.view, replayed=False)
+            view = result.view
+            if view.createdAt == inp.created_at and view.initiatedById == inp.initiated_by_id:
+                # Started with this input (not a concurrent create's): kept, so that its
+                # first view once closed is one describe.
+                self._inputs.put(eid, inp)
+            return CreateOutcome(view, replayed=False)
         # The stored outcome of an earlier create: answer with the current state instead.
         current = await self.view(eid)
         return CreateOutcome(current or result.view, replayed=True)
