@@ -97,9 +97,13 @@ Rounds = dict[str, list[tuple[float, list[float]]]]
 
 async def _rounds(sides: dict[str, Callable[[int], Awaitable[None]]],
                   settle: Callable[[], Awaitable[None]]) -> Rounds:  # fmt: skip
-    """``ROUNDS`` rounds of ``CREATES`` per side at ``CONCURRENCY``, the order alternating
-    (A B, B A, ...), each round followed by ``settle`` (what it started finished or cleared)
-    and a quiet machine: no side measures while the server still works off the other's."""
+    """After a warm-up, ``ROUNDS`` rounds of ``CREATES`` per side at ``CONCURRENCY``, the
+    order alternating (A B, B A, ...), each round followed by ``settle`` (what it started
+    finished or cleared) and a quiet machine: no side measures while the server still works
+    off the other's."""
+    for side in sides.values():  # warm every path first
+        await _drive(64, 8, side)
+    await settle()
     results: Rounds = {name: [] for name in sides}
     names = list(sides)
     for n in range(ROUNDS):
@@ -323,9 +327,6 @@ async def compare_creates(s: Stack) -> Rounds:
         await asyncio.gather(*(s.client.get_workflow_handle(i).result() for i in made))
         made.clear()
 
-    await _drive(64, 8, http_create)  # warm both paths
-    await _drive(64, 8, raw_create)
-    await drain()
     return await _rounds({"raw": raw_create, "http": http_create}, drain)
 
 
@@ -385,9 +386,6 @@ async def compare_priced_creates(s: Stack) -> Rounds:
         await asyncio.gather(*(s.client.get_workflow_handle(i).terminate() for i in made))
         made.clear()
 
-    await _drive(64, 8, http_create)  # warm both paths
-    await _drive(64, 8, raw_create)
-    await clear()
     return await _rounds({"raw": raw_create, "http": http_create}, clear)
 
 
@@ -577,7 +575,7 @@ async def _until_running(s: Stack, execution_id: str) -> float:
         await asyncio.sleep(0.002)
 
 
-async def compare_payments(s: Stack, rounds: int = 20) -> dict[str, list[float]]:
+async def compare_payments(s: Stack, rounds: int = 30) -> dict[str, list[float]]:
     """Payment to ``workflow_running``: the signed webhook through the API, against the same
     payment given straight to the workflow as the raw update; both observed the same way."""
     from workflows.models import PaymentEventKind, PaymentNotice
@@ -587,6 +585,7 @@ async def compare_payments(s: Stack, rounds: int = 20) -> dict[str, list[float]]
         side = "http" if n % 2 else "raw"
         execution = (await _parked(s))["execution"]
         reference = await _capture(s, execution)
+        await _quiet()  # the parked execution's own start worked off first
         began = time.perf_counter()
         if side == "http":
             await _post_payment(s, execution, reference)
@@ -645,8 +644,6 @@ async def compare_temporal_http(s: Stack) -> Rounds:
             started.clear()
 
         http_create = creator(s)
-        await _drive(64, 8, temporal_http_start)
-        await drain()
         return await _rounds({"temporal_http": temporal_http_start, "http": http_create}, drain)
 
 
