@@ -47,6 +47,7 @@ from tollway.ledger import OrderLedger, Settlement
 from tollway.newest_first import Position, newest_page
 from tollway.outage import DATABASE_DOWN
 from tollway.temporal import TemporalUnreachable
+from tollway.visibility_query import quoted, quoted_instant, rfc3339
 from workflows import search_attributes as sa
 from workflows.execution import ExecutionWorkflow
 from workflows.models import (
@@ -149,17 +150,8 @@ _ABNORMAL_END = {
 }
 
 
-def _quote(value: str) -> str:
-    """A string literal for a visibility query."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _refused(err: WorkflowUpdateFailedError, refusal: Refusal) -> bool:
     return isinstance(err.cause, ApplicationError) and err.cause.type == refusal
-
-
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _SETTLED_PAYMENT = frozenset({PaymentStatus.REFUNDED, PaymentStatus.NOT_REQUIRED})
@@ -482,14 +474,14 @@ class ExecutionService:
             ) from None
         conditions = [
             "WorkflowType = 'TollwayExecution'",
-            f"{sa.ORGANIZATION_ID.name} = {_quote(organization_id)}",
-            f"{sa.PUBLIC_WORKFLOW_ID.name} = {_quote(workflow_id)}",
+            f"{sa.ORGANIZATION_ID.name} = {quoted(organization_id)}",
+            f"{sa.PUBLIC_WORKFLOW_ID.name} = {quoted(workflow_id)}",
         ]
-        conditions += [f"{sa.FILTERS[k].name} = {_quote(v)}" for k, v in sorted(filters.items())]
+        conditions += [f"{sa.FILTERS[k].name} = {quoted(v)}" for k, v in sorted(filters.items())]
         if created_after is not None:
-            conditions.append(f"StartTime >= {_quote(_rfc3339(created_after))}")
+            conditions.append(f"StartTime >= {quoted_instant(created_after)}")
         if created_before is not None:
-            conditions.append(f"StartTime < {_quote(_rfc3339(created_before))}")
+            conditions.append(f"StartTime < {quoted_instant(created_before)}")
         async with temporal_call(self._deadline):
             page = await newest_page(self._client, " AND ".join(conditions), limit, after)
         items = [await self._summary(execution, workflow_id) for execution in page.rows]
@@ -544,10 +536,10 @@ class ExecutionService:
         """Executions of one published workflow, every organization's (operators only)."""
         query = (
             f"WorkflowType = 'TollwayExecution' "
-            f"AND {sa.PUBLIC_WORKFLOW_ID.name} = {_quote(workflow_id)}"
+            f"AND {sa.PUBLIC_WORKFLOW_ID.name} = {quoted(workflow_id)}"
         )
         if status:
-            query += f" AND {sa.STATUS.name} = {_quote(status)}"
+            query += f" AND {sa.STATUS.name} = {quoted(status)}"
         rows: list[dict[str, Any]] = []
         async with temporal_call(self._deadline):
             async for execution in self._client.list_workflows(query, limit=limit):
@@ -559,7 +551,7 @@ class ExecutionService:
                         "status": attrs.get(sa.STATUS),
                         "paymentStatus": attrs.get(sa.PAYMENT_STATUS),
                         "temporalStatus": execution.status.name if execution.status else None,
-                        "createdAt": _rfc3339(execution.start_time),
+                        "createdAt": rfc3339(execution.start_time),
                     }
                 )
         return rows

@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution
 
+from tollway.visibility_query import quoted, quoted_instant
+
 MAX_SCANNED = 1000
 """Closed executions read in closing order for one page at most."""
 MAX_WINDOW = 1000
@@ -39,10 +41,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OPEN = "ExecutionStatus = 'Running'"
 _CLOSED = "ExecutionStatus != 'Running'"
-
-
-def _instant(value: datetime) -> str:
-    return "'" + value.astimezone(UTC).isoformat().replace("+00:00", "Z") + "'"
 
 
 def _rank(row: WorkflowExecution) -> tuple[float, str]:
@@ -59,9 +57,9 @@ class Position:
     answered: tuple[str, ...] = ()
 
     def condition(self) -> str:
-        text = f"StartTime < {_instant(self.started + _MICROSECOND)}"
+        text = f"StartTime < {quoted_instant(self.started + _MICROSECOND)}"
         if self.answered:
-            text += " AND RunId NOT IN (" + ", ".join(f"'{r}'" for r in self.answered) + ")"
+            text += " AND RunId NOT IN (" + ", ".join(quoted(r) for r in self.answered) + ")"
         return text
 
     def encode(self) -> bytes:
@@ -168,7 +166,7 @@ async def _window_below(
     under = f"{query} AND {Position(floor).condition()}"
 
     async def count(since: datetime | None) -> int:
-        text = under if since is None else f"{under} AND StartTime >= {_instant(since)}"
+        text = under if since is None else f"{under} AND StartTime >= {quoted_instant(since)}"
         return (await client.count_workflows(text)).count
 
     if await count(None) <= max(MAX_WINDOW, want):
@@ -185,7 +183,7 @@ async def _window_below(
             wide, found = middle, in_middle
         else:
             narrow = middle
-    return await _all(client, f"{under} AND StartTime >= {_instant(floor - wide)}"), False
+    return await _all(client, f"{under} AND StartTime >= {quoted_instant(floor - wide)}"), False
 
 
 async def _all(client: Client, query: str) -> list[WorkflowExecution]:
