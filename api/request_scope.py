@@ -83,14 +83,15 @@ class RequestScopeMiddleware:
                 await _internal_error(scope, receive, answering)
         finally:
             seconds = time.perf_counter() - started
-            record_request(scope, status or 500, seconds)
+            answered = status or 500  # nothing sent: the server answers 500 for us
+            record_request(scope, answered, seconds)
             query = scope.get("query_string", b"").decode("latin-1")
             access_log.info(
                 "request",
                 method=scope.get("method"),
                 path=path,
                 query=redacted_query(query) if query else None,
-                status=status or 500,
+                status=answered,
                 durationMs=round(seconds * 1000, 1),
             )
             structlog.contextvars.unbind_contextvars(*context)
