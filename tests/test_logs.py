@@ -10,13 +10,15 @@ import sys
 import time
 
 import httpx
+from sqlalchemy import Engine
 
 from tests.helpers import CLIENT_TOKEN_SECRET, PAYLOAD_KEYS, WEBHOOK_SECRET
 
 
 def test_api_logs_json_lines_with_request_ids_and_no_client_tokens(
-    database_url: str, temporal_address: str
+    database_url: str, temporal_address: str, engine: Engine
 ) -> None:
+    """``engine``: the suite's database, migrated (alone, this test found none)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
