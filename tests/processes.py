@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
@@ -19,6 +20,26 @@ from pydantic import SecretStr
 from tollway.settings import Settings
 
 TOLLWAY = [sys.executable, "-c", "from tollway.cli import main; main()"]
+
+
+def run_tollway(
+    *args: str,
+    env: dict[str, str],
+    stdin: str | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``tollway ARGS`` run to its end as an operator runs it, configured by ``env`` alone
+    (and a ``PATH``), its output captured as text."""
+    return subprocess.run(
+        [*TOLLWAY, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +11,12 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.helpers import GREETING, make_tenant
+from tests.processes import run_tollway
 from tollway import admin
 
 
 def tollway(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from tollway.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-    )
+    return run_tollway(*args, env={"DATABASE_URL": database_url})
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:

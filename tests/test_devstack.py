@@ -8,12 +8,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.processes import TOLLWAY, run_tollway
 from tollway.devstack import _port_in_use
 
 
@@ -34,7 +34,7 @@ def dev_env(ports: dict[str, int]) -> dict[str, str]:
 
 def start_dev(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tollway.cli import main; main()", "dev"],
+        [*TOLLWAY, "dev"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -113,22 +113,7 @@ def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
         view = httpx.get(f"{api}/v1/public/executions/{eid}", headers=auth, timeout=30)
         assert view.status_code == 200
         assert view.json()["data"]["execution"]["responsePayload"] == {"greeting": "hello Z"}
-        orgs = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from tollway.cli import main; main()",
-                "admin",
-                "org",
-                "list",
-                "--json",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        orgs = run_tollway("admin", "org", "list", "--json", cwd=tmp_path, env=env)
         assert [o["name"] for o in json.loads(orgs.stdout)] == ["Demo"]
     finally:
         assert stop(proc) == 0
@@ -139,14 +124,7 @@ def test_busy_port_gives_a_clear_message(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", ports["API"]))
         holder.listen()
-        result = subprocess.run(
-            [sys.executable, "-c", "from tollway.cli import main; main()", "dev"],
-            cwd=tmp_path,
-            env=dev_env(ports),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_tollway("dev", cwd=tmp_path, env=dev_env(ports))
     assert result.returncode == 1
     assert f"port {ports['API']} (API)" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
 from sqlalchemy import Engine
 
 from tests.helpers import CLIENT_TOKEN_SECRET, PAYLOAD_KEYS, WEBHOOK_SECRET
+from tests.processes import TOLLWAY
 
 
 def test_api_logs_json_lines_with_request_ids_and_no_client_tokens(
@@ -31,8 +31,7 @@ def test_api_logs_json_lines_with_request_ids_and_no_client_tokens(
         "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tollway.cli import main; main()"]
-        + ["api", "--port", str(port)],
+        [*TOLLWAY, "api", "--port", str(port)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -21,6 +21,7 @@ from sqlalchemy import make_url, text
 from sqlmodel import SQLModel
 
 from tests.helpers import CLIENT_TOKEN_SECRET, PAYLOAD_KEYS, SECRETS_KEY, WEBHOOK_SECRET
+from tests.processes import TOLLWAY
 from tollway.db import make_engine
 from tollway.migrate import VERSION_TABLE, head_revision
 
@@ -48,7 +49,7 @@ def blank_url(database_url: str, tmp_path: Path) -> Iterator[str]:
 
 def _tollway(url: str, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from tollway.cli import main; main()", *args],
+        [*TOLLWAY, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.helpers import GREETING, PAYLOAD_KEYS, PRICE, Tenant, create, eventually, wait_status
 from tests.money import assert_money_invariants, pay_via_webhook
+from tests.processes import run_tollway
 from tollway.ledger import OrderLedger
 
 DELAYED = {**GREETING, "price": PRICE, "steps": [{"id": "wait", "kind": "delay", "seconds": 60}]}
@@ -139,16 +139,13 @@ async def test_failed_execution_is_a_failed_workflow_in_temporal(
 def admin_cli(
     database_url: str, temporal_address: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from tollway.cli import main; main()", "admin", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_tollway(
+        "admin",
+        *args,
         env={
             "DATABASE_URL": database_url,
             "TEMPORAL_ADDRESS": temporal_address,
             "TOLLWAY_PAYLOAD_KEYS": PAYLOAD_KEYS,
-            "PATH": "/usr/bin:/bin",
         },
     )
 

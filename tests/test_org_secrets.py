@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -21,6 +20,7 @@ from temporalio.client import Client
 
 from tests.helpers import SECRETS_KEY, Tenant, make_tenant
 from tests.history_text import decoded_history
+from tests.processes import run_tollway
 from tests.servers import serve
 from tests.test_steps import http_flow, run
 from tollway.tables import OrgSecret
@@ -53,12 +53,11 @@ def partners() -> Iterator[tuple[Partner, str, Partner, str]]:
 
 
 def cli(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from tollway.cli import main; main()", "admin", "secret", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_tollway(
+        "admin",
+        "secret",
+        *args,
+        stdin=stdin,
         env={"DATABASE_URL": database_url, "TOLLWAY_SECRETS_KEY": SECRETS_KEY, "PATH": "/bin"},
     )
 

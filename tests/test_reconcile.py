@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from temporalio.client import Client
 
 from tests.helpers import GREETING, PAYLOAD_KEYS, PRICE, Tenant, create, wait_status
 from tests.money import assert_money_invariants, pay_via_webhook
+from tests.processes import run_tollway
 from tollway.ledger import OrderLedger
 from tollway.reconcile import Discrepancy, LocalBook, Reconciler
 from tollway.tables import LocalCharge, Order, Payment, utcnow
@@ -158,11 +158,10 @@ def test_cli_prints_the_report_and_exits_1_on_discrepancies(
 
 
 def run_cli(database_url: str, temporal_address: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from tollway.cli import main; main()"]
-        + ["admin", "reconcile", "--json"],
-        capture_output=True,
-        text=True,
+    return run_tollway(
+        "admin",
+        "reconcile",
+        "--json",
         timeout=120,
         env={
             "DATABASE_URL": database_url,

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from temporalio.worker import Worker
 from activities.webhook_activities import WebhookActivities
 from tests.helpers import PAYLOAD_KEYS, SECRETS_KEY, Tenant, create, eventually, wait_status
 from tests.money import pay_via_webhook
+from tests.processes import run_tollway
 from tests.servers import serve
 from tollway.settings import Settings
 from tollway.status_webhooks import WebhookStore
@@ -85,12 +84,10 @@ def admin(database_url: str, temporal_address: str, settings: Settings) -> Admin
     database and Temporal (a resend starts a delivery on the session worker's queue)."""
 
     def run(*args: str) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-c", "from tollway.cli import main; main()", "admin", "webhook",
-             *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_tollway(
+            "admin",
+            "webhook",
+            *args,
             env={
                 **os.environ,
                 "DATABASE_URL": database_url,

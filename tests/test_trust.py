@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from temporalio.worker import Replayer
 from tests.helpers import CONVERTER, GREETING, Tenant, create, eventually, view, wait_status
 from tests.history_text import decoded_history
 from tests.money import assert_money_invariants, capture, charges, completed, send, steps_ran
+from tests.processes import run_tollway
 from tollway.views import CLIENT_FIELDS
 from workflows.execution import ExecutionWorkflow
 from workflows.models import PaymentEventKind, PaymentNotice
@@ -113,14 +113,7 @@ async def test_callback_token_is_not_derived_from_workflow_randomness(
 
 def _start(process: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``tollway api|worker`` as a deployment starts it, with only ``env`` configured."""
-    return subprocess.run(
-        [sys.executable, "-c", "from tollway.cli import main; main()", process],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "TEMPORAL_ADDRESS": "127.0.0.1:1", **env},
-    )
+    return run_tollway(process, cwd=tmp_path, env={"TEMPORAL_ADDRESS": "127.0.0.1:1", **env})
 
 
 SECRETS = {
