@@ -42,6 +42,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tollway.admin import WorkflowRecord
+from tollway.direct_calls import Described, DirectCalls, StartShape
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
 from tollway.newest_first import Position, newest_page
@@ -49,7 +50,7 @@ from tollway.outage import DATABASE_DOWN
 from tollway.temporal import TemporalUnreachable
 from tollway.visibility_query import quoted, quoted_instant, rfc3339
 from workflows import search_attributes as sa
-from workflows.execution import ExecutionWorkflow
+from workflows.execution import EXECUTION_WORKFLOW, ExecutionWorkflow
 from workflows.models import (
     AttachInput,
     AttachResult,
@@ -272,6 +273,7 @@ class ExecutionService:
         self._inputs: _Lru[ExecutionInput] = _Lru(1000)
         self._closed: _Lru[bool] = _Lru(10_000)
         self._client = client
+        self._direct = DirectCalls(client)
         self._task_queue = task_queue
         self._deadline = request_deadline
         self._query_timeout = timedelta(seconds=query_timeout)
@@ -299,36 +301,49 @@ class ExecutionService:
             created_at=datetime.now(UTC),
         )
         status, payment_status = initial_statuses(inp)
-        attributes: list[SearchAttributePair[str]] = [
+        # Shared by the workflow's executions for this caller and source (encoded once for a
+        # free start), then this execution's own.
+        shared = (
             SearchAttributePair(sa.ORGANIZATION_ID, cmd.organization_id),
             SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, cmd.workflow.id),
             SearchAttributePair(sa.SOURCE_SYSTEM, cmd.request.sourceSystem),
             SearchAttributePair(sa.STATUS, status.value),
             SearchAttributePair(sa.PAYMENT_STATUS, payment_status.value),
+            SearchAttributePair(sa.SOURCE_ENTITY_TYPE, cmd.request.sourceEntityType),
+        )
+        own = [
+            SearchAttributePair(key, value)
+            for key, value in (
+                (sa.EXTERNAL_REF, cmd.request.externalRef),
+                (sa.SOURCE_ENTITY_ID, cmd.request.sourceEntityId),
+            )
+            if value is not None
         ]
-        attributes.append(SearchAttributePair(sa.SOURCE_ENTITY_TYPE, cmd.request.sourceEntityType))
-        for key, value in (
-            (sa.EXTERNAL_REF, cmd.request.externalRef),
-            (sa.SOURCE_ENTITY_ID, cmd.request.sourceEntityId),
-        ):
-            if value is not None:
-                attributes.append(SearchAttributePair(key, value))
         # How the workflow is started, whichever way: the same for a free and a priced one.
-        options: dict[str, Any] = {
-            "id": eid,
-            "task_timeout": WORKFLOW_TASK_TIMEOUT,
-            "task_queue": self._task_queue,
-            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            "search_attributes": TypedSearchAttributes(attributes),
-            "static_summary": f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
-            "static_details": _static_details(cmd),
-        }
+        shape = StartShape(
+            workflow_type=EXECUTION_WORKFLOW,
+            task_queue=self._task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=shared,
+            summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+            details=_static_details(cmd),
+        )
         definition = cmd.workflow.definition
         # A free execution answers from its input after one start. Not one with a concurrency
         # limit: its create waits until its workflow asked for a slot, so that the queue's
         # order is the order of the creates.
         if definition.price is None and definition.maxConcurrency is None:
-            return await self._start_free(inp, options, cmd.fingerprint)
+            return await self._start_free(inp, shape, own, cmd.fingerprint)
+        options: dict[str, Any] = {
+            "id": eid,
+            "task_timeout": shape.task_timeout,
+            "task_queue": shape.task_queue,
+            "id_reuse_policy": shape.id_reuse_policy,
+            "search_attributes": TypedSearchAttributes([*shared, *own]),
+            "static_summary": shape.summary,
+            "static_details": shape.details,
+        }
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
@@ -361,7 +376,11 @@ class ExecutionService:
         return CreateOutcome(current or result.view, replayed=True)
 
     async def _start_free(
-        self, inp: ExecutionInput, options: dict[str, Any], fingerprint: str
+        self,
+        inp: ExecutionInput,
+        shape: StartShape,
+        own: list[SearchAttributePair[str]],
+        fingerprint: str,
     ) -> CreateOutcome:
         """A free execution needs nothing from its workflow to answer (no checkout to wait
         for): one start, the view built from the input, as the workflow's first state will be.
@@ -369,12 +388,12 @@ class ExecutionService:
         request with the one it was started with (kept here, or read from its start event)."""
         try:
             async with temporal_call(self._deadline):
-                handle = await self._client.start_workflow(ExecutionWorkflow.run, inp, **options)
+                run_id = await self._direct.start(shape, inp.execution_id, [inp], own)
         except WorkflowAlreadyStartedError:
             return await self._replay_closed(inp.execution_id, fingerprint)
         self._inputs.put(inp.execution_id, inp)
-        assert inp.created_at is not None and handle.result_run_id is not None
-        state = initial_state(inp, inp.created_at, handle.result_run_id)
+        assert inp.created_at is not None
+        state = initial_state(inp, inp.created_at, run_id)
         return CreateOutcome(ExecutionView.build(inp, state), replayed=False)
 
     async def _attach(
@@ -608,7 +627,7 @@ class ExecutionService:
         """``unless_open``: answer ``_OPEN`` for a running execution."""
         handle = self._handle(eid)
         try:
-            desc = await handle.describe()
+            desc = await self._direct.describe(eid)
         except RPCError as err:
             if err.status in {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}:
                 return None
@@ -618,9 +637,7 @@ class ExecutionService:
                 return _OPEN
         else:
             self._closed.put(eid, True)
-        state: ExecutionState | None = await desc.memo_value(
-            "state", None, type_hint=ExecutionState
-        )
+        state = await self._recorded_state(desc)
         if state is None and desc.status == WorkflowExecutionStatus.COMPLETED:
             view: ExecutionView = await handle.result()
             return view
@@ -645,6 +662,15 @@ class ExecutionService:
                 }
             )
         return ExecutionView.build(inp, state)
+
+    async def _recorded_state(self, desc: Described) -> ExecutionState | None:
+        """The state the workflow last recorded in its memo (none before its first task)."""
+        payload = desc.memo.get("state")
+        if payload is None:
+            return None
+        [state] = await self._client.data_converter.decode([payload], [ExecutionState])
+        assert isinstance(state, ExecutionState)
+        return state
 
     async def _close_reason(
         self, handle: WorkflowHandle[ExecutionWorkflow, ExecutionView]

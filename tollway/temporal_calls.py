@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from temporalio.client import Interceptor, OutboundInterceptor
+from temporalio.client import Client, Interceptor, OutboundInterceptor
 
 _COUNTED = (
     "start_workflow",
@@ -49,3 +49,16 @@ def _counted(name: str) -> Callable[..., Any]:
 
 for _name in _COUNTED:
     setattr(_Counting, _name, _counted(_name))
+
+
+def counter_of(client: Client) -> Callable[[str], None]:
+    """The count of the client's :class:`CallCounter` (a no-op without one), for calls made
+    on the workflow service directly, past the client's interceptors."""
+    for interceptor in client.config()["interceptors"]:
+        if isinstance(interceptor, CallCounter):
+            return interceptor._count
+    return _uncounted
+
+
+def _uncounted(name: str) -> None:
+    pass

@@ -50,9 +50,10 @@ CALLBACK_TOKENS_PATCH = "callback-tokens-from-activity"
 # Temporal cancellation runs Tollway's cancellation; failures fail the Temporal workflow.
 OPERATOR_PATCH = "temporal-status-is-the-outcome"
 OPERATOR = "an operator in Temporal"
+EXECUTION_WORKFLOW = "TollwayExecution"  # the workflow type name in Temporal
 
 
-@workflow.defn(name="TollwayExecution")
+@workflow.defn(name=EXECUTION_WORKFLOW)
 class ExecutionWorkflow(WorkPhase):
     @workflow.init
     def __init__(self, inp: ExecutionInput) -> None:
