@@ -1,12 +1,15 @@
 """Status webhooks, the side effects: ``webhooks.emit`` (a local activity of the execution)
 records one delivery per subscribed endpoint and starts its delivery workflow, whose id is the
 delivery's (so an event emitted twice is delivered once); ``webhooks.deliver`` makes one
-signed attempt through the same SSRF guard as ``http`` steps and records it."""
+signed attempt through the same SSRF guard as ``http`` steps and records it;
+``webhooks.announce_refund`` emits ``execution.refunded`` for a refund learnt after the
+execution closed, which its own workflow could not announce."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import httpx
@@ -16,11 +19,20 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities.steps.ssrf import AddressRefused
-from tollway.status_webhooks import WebhookStore, delivery_id, event_body, signed_headers
+from tollway.status_webhooks import (
+    WebhookStore,
+    delivery_id,
+    event_body,
+    refund_after_close_event_id,
+    signed_headers,
+)
 from tollway.tables import WebhookDelivery
 from tollway.views import full_view
-from workflows.models import DeliveryInput, EmitRequest
+from workflows.models import DeliveryInput, EmitRequest, WebhookEvent
 from workflows.policies import WORKFLOW_TASK_TIMEOUT
+
+if TYPE_CHECKING:  # the service imports the workflows, which import these activities
+    from tollway.executions import ExecutionService
 
 ATTEMPT_TIMEOUT = 15.0  # seconds a receiver has to answer one attempt
 
@@ -54,8 +66,11 @@ class WebhookActivities:
         store: WebhookStore | None,
         http: httpx.AsyncClient,
         retry_initial_seconds: float = 5.0,
+        executions: ExecutionService | None = None,
     ) -> None:
         self._client = client
+        # Reads closed executions' views, completed with what the ledger learnt since.
+        self._executions = executions
         self._task_queue = task_queue
         self._store = store
         self._http = http
@@ -95,6 +110,24 @@ class WebhookActivities:
                     self._client, self._task_queue, row.id, self._retry_initial
                 )
         return started
+
+    @activity.defn(name="webhooks.announce_refund")
+    async def announce_refund(self, execution_id: str) -> int:
+        """``execution.refunded`` for a closed execution the ledger now knows was refunded
+        (once per execution: its event id is fixed, and a delivery is made once per event and
+        endpoint). Returns how many deliveries were new."""
+        if self._executions is None:
+            raise ApplicationError("no execution service on this worker", non_retryable=True)
+        view = await self._executions.refunded_after_close(execution_id)
+        if view is None:
+            return 0
+        event = WebhookEvent(
+            event_id=refund_after_close_event_id(execution_id),
+            type="execution.refunded",
+            occurred_at=datetime.now(UTC),
+            view=view,
+        )
+        return await self.emit(EmitRequest(organization_id=view.organizationId, events=[event]))
 
     @activity.defn(name="webhooks.deliver")
     async def deliver(self, request: DeliveryInput) -> int:

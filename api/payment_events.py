@@ -39,7 +39,12 @@ from tollway.executions import ExecutionNotRunning, temporal_call
 from tollway.ledger import OrderLedger
 from tollway.tables import PaymentEvent
 from workflows.execution import ExecutionWorkflow
-from workflows.late_payment import LatePaymentRefundWorkflow, late_refund_id
+from workflows.late_payment import (
+    LatePaymentRefundWorkflow,
+    RefundAnnouncementWorkflow,
+    late_refund_id,
+    refund_announcement_id,
+)
 from workflows.models import (
     ExecutionView,
     PaymentEventKind,
@@ -212,6 +217,7 @@ class PaymentEventProcessor:
                 RefundRequest.of_notice(execution_id, notice, "refunded at the provider"),
                 f"provider:{notice.event_id}",
             )
+            await self._announce_refund(execution_id, notice.event_id)
             return "refund_recorded"
         if notice.kind != PaymentEventKind.PAID or not notice.payment_reference:
             return "execution_closed"
@@ -230,6 +236,21 @@ class PaymentEventProcessor:
         except WorkflowAlreadyStartedError:
             return "late_payment_refund_exists"
         return "late_payment_refunded"
+
+    async def _announce_refund(self, execution_id: str, event_id: str) -> None:
+        """Its ``execution.refunded`` status event, emitted by the worker (once per event:
+        the workflow's ID is the event's)."""
+        try:
+            await self.client.start_workflow(
+                RefundAnnouncementWorkflow.run,
+                execution_id,
+                id=refund_announcement_id(execution_id, event_id),
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
 
     def _remember(self, event: dict[str, Any], provider: str, execution_id: str | None) -> bool:
         """Store the event as being processed; True when an earlier delivery of it already

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import Session, select
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,12 +28,22 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.webhook_activities import WebhookActivities
-from tests.helpers import PAYLOAD_KEYS, SECRETS_KEY, Tenant, create, eventually, wait_status
-from tests.money import pay_via_webhook
+from tests.helpers import (
+    GREETING,
+    PAYLOAD_KEYS,
+    PRICE,
+    SECRETS_KEY,
+    Tenant,
+    create,
+    eventually,
+    wait_status,
+)
+from tests.money import capture, charges, completed, pay_via_webhook, send
 from tests.processes import run_tollway
 from tests.servers import serve
 from tollway.settings import Settings
 from tollway.status_webhooks import WebhookStore
+from tollway.tables import LocalCharge, WebhookDelivery
 from workflows.models import EmitRequest, ExecutionView, WebhookEvent
 
 
@@ -267,3 +278,117 @@ async def test_an_organization_without_endpoints_pays_nothing_for_webhooks(
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
     assert "core_local_activity" not in markers  # no emit ran: no endpoint, no event
+
+
+def refund_event(execution: dict[str, Any], reference: str, n: int) -> dict[str, Any]:
+    """The provider's ``charge.refunded`` for the execution's payment (event ``n``)."""
+    charge = {
+        "id": "ch_1", "object": "charge", "amount": 500, "currency": "usd",
+        "payment_intent": reference, "metadata": {"executionId": execution["id"]},
+    }  # fmt: skip
+    return {
+        "id": f"evt_refund_{n}_{reference}",
+        "type": "charge.refunded",
+        "livemode": False,
+        "data": {"object": charge},
+    }
+
+
+async def refunded_events(
+    hooks: Receiver, secret: str, execution_id: str, settle: float = 1.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Once an ``execution.refunded`` arrived (and ``settle`` s more for any second one):
+    every event received, verified, by id."""
+    await eventually(
+        lambda: asyncio.sleep(0, hooks.events(secret)),
+        lambda events: any(e["type"] == "execution.refunded" for e in events.values()),
+        timeout=20,
+    )
+    await asyncio.sleep(settle)
+    events = hooks.events(secret)
+    assert all(e["data"]["execution"]["id"] == execution_id for e in events.values())
+    return sorted(events.items())
+
+
+async def current(http: httpx.AsyncClient, tenant: Tenant, eid: str) -> dict[str, Any]:
+    response = await http.get(f"/v1/public/executions/{eid}", headers=tenant.auth)
+    assert response.status_code == 200, response.text
+    execution: dict[str, Any] = response.json()["data"]["execution"]
+    return execution
+
+
+async def test_a_refund_at_the_provider_after_close_is_announced_once(
+    http: httpx.AsyncClient, tenant: Tenant, engine: Engine, receiver: tuple[Receiver, str]
+) -> None:
+    hooks, url = receiver
+    _endpoint, secret = WebhookStore(engine, SECRETS_KEY).create(tenant.org_id, url, [])
+    wf = tenant.workflow({**GREETING, "price": PRICE, "refundOnFailure": False})
+    execution = (await create(http, tenant, wf, requestPayload={})).json()["data"]["execution"]
+    reference = await pay_via_webhook(http, engine, execution)
+    failed = await wait_status(http, execution["id"], tenant.auth, "workflow_failed")
+    assert failed["paymentStatus"] == "paid"  # kept: the workflow announces no refund
+    with Session(engine) as session:  # refunded from the provider's dashboard
+        held = session.get(LocalCharge, reference)
+        assert held is not None
+        held.refund_id, held.refunded_at = "re_dashboard_1", datetime.now(UTC)
+        session.add(held)
+        session.commit()
+    # Told twice, in two events (as a provider may): announced once.
+    for n in (1, 2):
+        answer = await send(http, refund_event(execution, reference, n))
+        assert answer.json()["data"]["outcome"] == "refund_recorded"
+    events = await refunded_events(hooks, secret, execution["id"])
+    eid = execution["id"]
+    assert [(i, e["type"]) for i, e in events] == [
+        (f"msg_{eid}_0001", "execution.created"),
+        (f"msg_{eid}_0002", "execution.payment_confirmed"),
+        (f"msg_{eid}_0003", "execution.running"),
+        (f"msg_{eid}_0004", "execution.failed"),
+        (f"msg_{eid}_refunded", "execution.refunded"),  # after the workflow's own, sorted
+    ]
+    announced = events[-1][1]["data"]["execution"]
+    assert announced["status"] == "workflow_failed" and announced["paymentStatus"] == "refunded"
+    assert announced["statusReason"].endswith("the payment was refunded after it ended")
+    assert announced == await current(http, tenant, eid)  # what the view says
+    assert len([h for h, _ in hooks.received if h["webhook-id"] == f"msg_{eid}_refunded"]) == 1
+
+
+async def test_a_late_payment_refunded_after_close_is_announced(
+    http: httpx.AsyncClient, tenant: Tenant, engine: Engine, receiver: tuple[Receiver, str]
+) -> None:
+    hooks, url = receiver
+    _endpoint, secret = WebhookStore(engine, SECRETS_KEY).create(tenant.org_id, url, [])
+    execution = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
+    cancel = f"/v1/public/executions/{execution['id']}/cancel"
+    assert (await http.post(cancel, headers=tenant.auth)).status_code == 200
+    late = capture(engine, execution)  # the payer paid anyway, after the cancel
+    answer = await send(http, completed(execution, late))
+    assert answer.json()["data"]["outcome"] == "late_payment_refunded"
+    events = await refunded_events(hooks, secret, execution["id"])
+    eid = execution["id"]
+    assert [(i, e["type"]) for i, e in events] == [
+        (f"msg_{eid}_0001", "execution.created"),
+        (f"msg_{eid}_0002", "execution.cancelled"),
+        (f"msg_{eid}_refunded", "execution.refunded"),
+    ]
+    announced = events[-1][1]["data"]["execution"]
+    assert (announced["status"], announced["paymentStatus"]) == ("workflow_cancelled", "refunded")
+    assert all(c.refunded_at is not None for c in charges(engine, eid))  # the money went back
+    assert announced == await current(http, tenant, eid)
+
+
+async def test_a_refund_after_close_emits_nothing_without_endpoints(
+    http: httpx.AsyncClient, tenant: Tenant, engine: Engine, client: Client
+) -> None:
+    execution = (await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]
+    cancel = f"/v1/public/executions/{execution['id']}/cancel"
+    assert (await http.post(cancel, headers=tenant.auth)).status_code == 200
+    late = capture(engine, execution)
+    await send(http, completed(execution, late))
+    refund = client.get_workflow_handle(f"{execution['id']}-refund-{late}")
+    await refund.result()
+    with Session(engine) as session:
+        made = session.exec(
+            select(WebhookDelivery).where(WebhookDelivery.execution_id == execution["id"])
+        ).all()
+    assert made == []

@@ -592,6 +592,17 @@ class ExecutionService:
             return view  # what the workflow recorded; the ledger's addition comes back later
         return _settle(view, found.get(eid))
 
+    async def refunded_after_close(self, eid: str) -> ExecutionView | None:
+        """The view of a closed execution whose payment the ledger learnt was refunded after
+        its workflow recorded its last state (a refund at the provider, a late payment given
+        back): no workflow announced that refund. None for any other execution."""
+        view = await self._workflow_view(eid)
+        if view is None or not _may_settle_later(view) or self._ledger is None:
+            return None
+        found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
+        settled_view = _settle(view, found.get(eid))
+        return settled_view if settled_view.paymentStatus == PaymentStatus.REFUNDED else None
+
     async def _workflow_view(self, eid: str) -> ExecutionView | None:
         handle = self._handle(eid)
         if self._closed.get(eid):

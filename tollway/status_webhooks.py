@@ -51,6 +51,13 @@ def delivery_id(endpoint_id: str, event_id: str) -> str:
     return f"whd_{digest}"
 
 
+def refund_after_close_event_id(execution_id: str) -> str:
+    """The id of the ``execution.refunded`` event for a refund learnt after the execution
+    closed. Fixed per execution, so a second late refund delivers nothing new; after the
+    numbered ids of the workflow's own events when sorted."""
+    return f"msg_{execution_id}_refunded"
+
+
 def event_body(event_type: str, occurred_at: datetime, execution: dict[str, Any]) -> str:
     return json.dumps(
         {

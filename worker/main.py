@@ -26,6 +26,7 @@ from activities.steps.ssrf import AllowList
 from activities.stripe_provider import StripePaymentProvider, stripe_client
 from activities.webhook_activities import WebhookActivities
 from tollway.db import make_engine
+from tollway.executions import ExecutionService
 from tollway.ledger import OrderLedger
 from tollway.logging import configure_logging
 from tollway.migrate import require_current
@@ -35,7 +36,7 @@ from tollway.status_webhooks import WebhookStore
 from tollway.temporal import connect
 from worker.ops import free_loopback_port, metrics_runtime, ops_app, ops_server
 from workflows.execution import ExecutionWorkflow
-from workflows.late_payment import LatePaymentRefundWorkflow
+from workflows.late_payment import LatePaymentRefundWorkflow, RefundAnnouncementWorkflow
 from workflows.policies import STICKY_SCHEDULE_TO_START
 from workflows.slots import SlotsWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
@@ -82,6 +83,7 @@ def build_worker(
         # Deliveries go through the same SSRF guard as http steps.
         (step_env.http if step_env is not None else None) or guarded_client(AllowList.parse("")),
         webhook_retry_initial_seconds,
+        ExecutionService(client, task_queue, 30.0, 10.0, ledger=OrderLedger(engine)),
     )
     return Worker(
         client,
@@ -89,6 +91,7 @@ def build_worker(
         workflows=[
             ExecutionWorkflow,
             LatePaymentRefundWorkflow,
+            RefundAnnouncementWorkflow,
             SlotsWorkflow,
             WebhookDeliveryWorkflow,
         ],
@@ -103,6 +106,7 @@ def build_worker(
             slots.request,
             slots.ended,
             webhooks.emit,
+            webhooks.announce_refund,
             webhooks.deliver,
             webhooks.give_up,
         ],
