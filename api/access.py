@@ -14,7 +14,7 @@ from api.auth import Principal, bearer_token
 from api.client_tokens import PREFIX as CLIENT_TOKEN_PREFIX
 from api.client_tokens import verify
 from api.deps import Deps
-from api.errors import ApiError, envelope, forbidden, not_found
+from api.errors import ApiError, JsonResponse, envelope, forbidden, not_found
 from tollway.executions import TemporalUnavailable
 from tollway.views import client_view, full_view
 from workflows.models import ExecutionView
@@ -61,7 +61,7 @@ async def authenticate(request: Request, scope: str) -> Principal:
 
 
 def ok(data: Any, headers: dict[str, str]) -> JSONResponse:
-    return JSONResponse(envelope(200, "success", data), headers=headers)
+    return JsonResponse(envelope(200, "success", data), headers=headers)
 
 
 Shape = Callable[[ExecutionView], dict[str, Any]]

@@ -32,6 +32,7 @@ from api.deps import Deps, EndpointDirectory, WorkflowCatalog
 from api.errors import (
     DATABASE_DOWN,
     ApiError,
+    JsonResponse,
     database_unavailable,
     envelope,
     error_response,
@@ -104,7 +105,7 @@ def build_deps(
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(
+    return JsonResponse(
         envelope(exc.status_code, str(exc.detail), error=_REASONS.get(exc.status_code, "error")),
         status_code=exc.status_code,
         headers=exc.headers,

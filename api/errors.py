@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -103,6 +104,15 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, "not_found", message)
 
 
+class JsonResponse(JSONResponse):
+    """Starlette's JSON response rendered by pydantic-core's encoder: the same compact UTF-8
+    bytes as its ``json.dumps``, ~5x faster for an execution's envelope (1.7 against 9.4 µs,
+    docs/bench.md)."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
+
+
 def envelope(status: int, message: str, data: Any = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"code": status, "data": data, "message": message}
     body.update(extra)
@@ -114,7 +124,7 @@ def error_response(exc: ApiError, extra_headers: dict[str, str] | None = None) -
     extra: dict[str, Any] = {"error": exc.error}
     if exc.errors:
         extra["errors"] = [e.as_dict() for e in exc.errors]
-    return JSONResponse(
+    return JsonResponse(
         envelope(exc.status, exc.message, exc.data, **extra),
         status_code=exc.status,
         headers={**exc.headers, **(extra_headers or {})},

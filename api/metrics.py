@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Scope
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The request counter's and latency histogram's children by (route, method, status).
+        self.answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "tollway_http_requests",
             "HTTP requests by route template, method and status.",
@@ -90,8 +92,15 @@ def record_request(scope: Scope, status: int, seconds: float) -> None:
     metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
     if metrics is not None:
         route, method = _route(scope["app"].router, scope), scope.get("method", "")
-        metrics.requests.labels(route, method, str(status)).inc()
-        metrics.latency.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = metrics.answered.get(key)
+        if children is None:  # labels() takes a lock and builds its key on every call
+            children = metrics.answered[key] = (
+                metrics.requests.labels(route, method, str(status)),
+                metrics.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 async def metrics_endpoint(request: Request) -> Response:

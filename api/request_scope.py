@@ -19,10 +19,9 @@ import uuid
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import envelope
+from api.errors import JsonResponse, envelope
 from api.metrics import record_request
 from api.request_id import request_id_var
 
@@ -99,7 +98,7 @@ class RequestScopeMiddleware:
 
 
 async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(
+    response = JsonResponse(
         envelope(500, "Internal error; quote the request id when reporting it.", error="internal"),
         status_code=500,
     )

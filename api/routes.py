@@ -72,9 +72,9 @@ async def get_execution(request: Request) -> JSONResponse:
     view = await read_view(deps_of(request), execution_id)
     if view is None:
         raise not_found(f"Execution {execution_id!r} does not exist.")
-    shape(view)  # authorization before any waiting
-    view, headers = await settle_if_asked(request, view, headers)
-    return ok({"execution": shape(view)}, headers)
+    shaped = shape(view)  # authorization before any waiting
+    settled, headers = await settle_if_asked(request, view, headers)
+    return ok({"execution": shaped if settled is view else shape(settled)}, headers)
 
 
 async def cancel_execution(request: Request) -> JSONResponse:

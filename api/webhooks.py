@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 
 from api.access import deps_of
 from api.bodies import read_limited
-from api.errors import FieldError, bad_request, envelope, not_found
+from api.errors import FieldError, JsonResponse, bad_request, envelope, not_found
 from api.payment_events import InvalidSignature, verify
 from tollway.executions import TemporalUnavailable
 from tollway.settings import webhook_secrets
@@ -40,7 +40,7 @@ async def receive_payment_event(request: Request) -> JSONResponse:
     except TemporalUnavailable as exc:
         raise exc.advise("The event could not be delivered now; retry later.") from None
     request.app.state.metrics.webhooks.labels(provider, outcome).inc()
-    return JSONResponse(
+    return JsonResponse(
         envelope(200, "success", {"received": True, "outcome": outcome}),
         headers=request.state.response_headers,
     )

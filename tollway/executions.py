@@ -604,12 +604,12 @@ class ExecutionService:
         return settled_view if settled_view.paymentStatus == PaymentStatus.REFUNDED else None
 
     async def _workflow_view(self, eid: str) -> ExecutionView | None:
-        handle = self._handle(eid)
         if self._closed.get(eid):
             known = await self._recorded(eid, unless_open=True)
             if not isinstance(known, _Open):
                 return known
             self._closed.pop(eid)
+        handle = self._handle(eid)
         try:
             # Open executions only: a closed one is read from Temporal's records, which know
             # how it ended (a query would replay a terminated one to its last live state).
