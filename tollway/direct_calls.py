@@ -10,7 +10,9 @@ docs/bench.md, "Speed"):
   workflow, so they are encoded once and copied in (~0.25 ms of the start's ~1.15).
 
 Both are counted like the SDK's calls (``tollway_temporal_calls``), and fail as the SDK's
-do: an ``RPCError``, and ``WorkflowAlreadyStartedError`` for a start whose ID is taken.
+do: an ``RPCError``, and ``WorkflowAlreadyStartedError`` for a start whose ID is taken. No
+other client interceptor sees them: one that adds headers (tracing) would have to be applied
+here too.
 """
 
 from __future__ import annotations
