@@ -149,6 +149,14 @@ async def view(http: httpx.AsyncClient, execution_id: str, auth: dict[str, str])
     return await http.get(f"/v1/public/executions/{execution_id}", headers=auth)
 
 
+async def current(http: httpx.AsyncClient, tenant: Tenant, execution_id: str) -> dict[str, Any]:
+    """The execution as its organization reads it now (asserting the read succeeds)."""
+    response = await view(http, execution_id, tenant.auth)
+    assert response.status_code == 200, response.text
+    execution: dict[str, Any] = response.json()["data"]["execution"]
+    return execution
+
+
 async def wait_status(
     http: httpx.AsyncClient,
     execution_id: str,

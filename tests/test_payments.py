@@ -16,7 +16,15 @@ from temporalio.client import Client
 
 from api.app import build_deps, create_app
 from tests.conftest import PREVIOUS_WEBHOOK_SECRET, Settings
-from tests.helpers import GREETING, PRICE, Tenant, create, eventually, view, wait_status
+from tests.helpers import (
+    GREETING,
+    PRICE,
+    Tenant,
+    create,
+    current,
+    eventually,
+    wait_status,
+)
 from tests.money import (
     assert_money_invariants,
     capture,
@@ -37,13 +45,6 @@ async def priced(
     assert response.status_code == 200, response.text
     execution: dict[str, Any] = response.json()["data"]["execution"]
     assert execution["status"] == "awaiting_payment"
-    return execution
-
-
-async def current(http: httpx.AsyncClient, tenant: Tenant, eid: str) -> dict[str, Any]:
-    response = await view(http, eid, tenant.auth)
-    assert response.status_code == 200, response.text
-    execution: dict[str, Any] = response.json()["data"]["execution"]
     return execution
 
 

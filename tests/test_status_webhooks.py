@@ -35,6 +35,7 @@ from tests.helpers import (
     SECRETS_KEY,
     Tenant,
     create,
+    current,
     eventually,
     wait_status,
 )
@@ -308,13 +309,6 @@ async def refunded_events(
     events = hooks.events(secret)
     assert all(e["data"]["execution"]["id"] == execution_id for e in events.values())
     return sorted(events.items())
-
-
-async def current(http: httpx.AsyncClient, tenant: Tenant, eid: str) -> dict[str, Any]:
-    response = await http.get(f"/v1/public/executions/{eid}", headers=tenant.auth)
-    assert response.status_code == 200, response.text
-    execution: dict[str, Any] = response.json()["data"]["execution"]
-    return execution
 
 
 async def test_a_refund_at_the_provider_after_close_is_announced_once(
