@@ -18,7 +18,6 @@ here too.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from temporalio.converter import encode_typed_search_attribute_value
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from tollway.lru import Lru
 from tollway.temporal_calls import counter_of
 
 
@@ -68,8 +68,7 @@ class DirectCalls:
     def __init__(self, client: Client, shapes: int = 1000) -> None:
         self._client = client
         self._count = counter_of(client)
-        self._templates: OrderedDict[StartShape, StartWorkflowExecutionRequest] = OrderedDict()
-        self._shapes = shapes
+        self._templates: Lru[StartShape, StartWorkflowExecutionRequest] = Lru(shapes)
 
     async def describe(self, workflow_id: str) -> Described:
         self._count("describe_workflow")
@@ -127,7 +126,6 @@ class DirectCalls:
     async def _template(self, shape: StartShape) -> StartWorkflowExecutionRequest:
         template = self._templates.get(shape)
         if template is not None:
-            self._templates.move_to_end(shape)
             return template
         template = StartWorkflowExecutionRequest(
             namespace=self._client.namespace,
@@ -143,9 +141,7 @@ class DirectCalls:
         # plain search attributes (organization, workflow, source) say already.
         summary, details = await self._client.data_converter.encode([shape.summary, shape.details])
         template.user_metadata.CopyFrom(UserMetadata(summary=summary, details=details))
-        self._templates[shape] = template
-        while len(self._templates) > self._shapes:
-            self._templates.popitem(last=False)
+        self._templates.put(shape, template)
         return template
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio.to_thread
 from pydantic import BaseModel
@@ -45,6 +44,7 @@ from tollway.admin import WorkflowRecord
 from tollway.direct_calls import Described, DirectCalls, StartShape
 from tollway.ids import execution_id
 from tollway.ledger import OrderLedger, Settlement
+from tollway.lru import Lru
 from tollway.newest_first import Position, newest_page
 from tollway.outage import DATABASE_DOWN
 from tollway.temporal import TemporalUnreachable
@@ -230,30 +230,6 @@ class _Open:
 
 
 _OPEN = _Open()
-_T = TypeVar("_T")
-
-
-class _Lru(Generic[_T]):
-    """A small least-recently-used map (one event loop: no lock)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, _T] = OrderedDict()
-
-    def get(self, key: str) -> _T | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: _T) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        self._items.pop(key, None)
 
 
 class ExecutionService:
@@ -270,8 +246,8 @@ class ExecutionService:
         self._ledger = ledger
         # What never changes, remembered so that a closed execution's view is one describe:
         # its start input, and that it has closed (a reset reopens it: describe says so).
-        self._inputs: _Lru[ExecutionInput] = _Lru(1000)
-        self._closed: _Lru[bool] = _Lru(10_000)
+        self._inputs: Lru[str, ExecutionInput] = Lru(1000)
+        self._closed: Lru[str, bool] = Lru(10_000)
         self._client = client
         self._direct = DirectCalls(client)
         self._task_queue = task_queue
