@@ -560,24 +560,30 @@ class ExecutionService:
         """The live view (a query), else the state the workflow recorded on itself; for a
         closed execution, completed with what the ledger learnt after it closed."""
         view = await self._workflow_view(eid)
-        if view is None or not _may_settle_later(view) or self._ledger is None:
-            return view
+        if view is None:
+            return None
         try:
-            found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
+            return await self._settled(view)
         except DATABASE_DOWN:
             return view  # what the workflow recorded; the ledger's addition comes back later
-        return _settle(view, found.get(eid))
 
     async def refunded_after_close(self, eid: str) -> ExecutionView | None:
         """The view of a closed execution whose payment the ledger learnt was refunded after
         its workflow recorded its last state (a refund at the provider, a late payment given
         back): no workflow announced that refund. None for any other execution."""
         view = await self._workflow_view(eid)
-        if view is None or not _may_settle_later(view) or self._ledger is None:
-            return None
-        found = await anyio.to_thread.run_sync(self._ledger.settlements, [eid])
-        settled_view = _settle(view, found.get(eid))
+        if view is None or view.paymentStatus == PaymentStatus.REFUNDED:
+            return None  # none, or refunded by its workflow (which announced it)
+        settled_view = await self._settled(view)
         return settled_view if settled_view.paymentStatus == PaymentStatus.REFUNDED else None
+
+    async def _settled(self, view: ExecutionView) -> ExecutionView:
+        """``view`` completed with the ledger's settlement, for a closed execution whose money
+        may have moved since (raises while the database is down)."""
+        if not _may_settle_later(view) or self._ledger is None:
+            return view
+        found = await anyio.to_thread.run_sync(self._ledger.settlements, [view.id])
+        return _settle(view, found.get(view.id))
 
     async def _workflow_view(self, eid: str) -> ExecutionView | None:
         if self._closed.get(eid):
