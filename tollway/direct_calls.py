@@ -100,7 +100,7 @@ class DirectCalls:
         """Start the workflow; ``search_attributes`` are this start's own, beside the shape's.
         Answers the run ID."""
         request = StartWorkflowExecutionRequest()
-        request.CopyFrom(await self._template(shape))
+        request.CopyFrom(await self.template(shape))
         request.workflow_id = workflow_id
         request.request_id = str(uuid.uuid4())
         request.input.payloads.extend(await self._client.data_converter.encode(args))
@@ -123,7 +123,8 @@ class DirectCalls:
             raise
         return response.run_id
 
-    async def _template(self, shape: StartShape) -> StartWorkflowExecutionRequest:
+    async def template(self, shape: StartShape) -> StartWorkflowExecutionRequest:
+        """The shared part of the shape's starts (kept; copy it before changing it)."""
         template = self._templates.get(shape)
         if template is not None:
             return template
