@@ -47,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self._answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
         self._body = []
         if not self._parser.should_keep_alive() and self._transport is not None:
+            self.closed = True  # before connection_lost: it must not go back to the pool
             self._transport.close()
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
