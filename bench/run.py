@@ -189,7 +189,7 @@ class Stack:
     worker: subprocess.Popen[bytes]
     engine: Engine
     webhook_secret: str
-    temporal_http: str  # Temporal's own HTTP API on the same dev server
+    temporal_http_port: int  # Temporal's own HTTP API on the same dev server
 
 
 @asynccontextmanager
@@ -287,7 +287,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
                 yield Stack(
                     client, http, caller, aio, org.id, wf.id, priced.id, record, task_queue,
                     api, worker, engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
-                    f"http://127.0.0.1:{temporal_http_port}",
+                    temporal_http_port,
                 )  # fmt: skip
             finally:
                 caller.close()
@@ -370,26 +370,40 @@ async def compare_creates(s: Stack) -> Rounds:
     return await _rounds("create", sides, drain)
 
 
+def _start_shape(s: Stack, public_workflow_id: str, status: str = "workflow_queued",
+                 payment: str = "not_required") -> StartShape:  # fmt: skip
+    """What the API starts a bench execution with: queue, timeouts, search attributes,
+    summary and details."""
+    return StartShape(
+        workflow_type=EXECUTION_WORKFLOW,
+        task_queue=s.task_queue,
+        task_timeout=timedelta(seconds=3),
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=(
+            SearchAttributePair(sa.ORGANIZATION_ID, s.org_id),
+            SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, public_workflow_id),
+            SearchAttributePair(sa.SOURCE_SYSTEM, "bench"),
+            SearchAttributePair(sa.STATUS, status),
+            SearchAttributePair(sa.PAYMENT_STATUS, payment),
+            SearchAttributePair(sa.SOURCE_ENTITY_TYPE, "n"),
+        ),
+        summary="Bench for bench",
+        details=f"**Workflow** Bench ({public_workflow_id}, version 1)",
+    )
+
+
 def _start_options(s: Stack, inp: ExecutionInput, status: str = "workflow_queued",
                    payment: str = "not_required") -> dict[str, Any]:  # fmt: skip
-    """What the API starts an execution with: ids, timeouts, search attributes, summary."""
+    """The raw client's start options for that shape."""
+    shape = _start_shape(s, inp.public_workflow_id, status, payment)
     return {
         "id": inp.execution_id,
-        "task_queue": s.task_queue,
-        "task_timeout": timedelta(seconds=3),
-        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        "search_attributes": TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.ORGANIZATION_ID, s.org_id),
-                SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, inp.public_workflow_id),
-                SearchAttributePair(sa.SOURCE_SYSTEM, "bench"),
-                SearchAttributePair(sa.STATUS, status),
-                SearchAttributePair(sa.PAYMENT_STATUS, payment),
-                SearchAttributePair(sa.SOURCE_ENTITY_TYPE, "n"),
-            ]
-        ),
-        "static_summary": "Bench for bench",
-        "static_details": f"**Workflow** Bench ({inp.public_workflow_id}, version 1)",
+        "task_queue": shape.task_queue,
+        "task_timeout": shape.task_timeout,
+        "id_reuse_policy": shape.id_reuse_policy,
+        "search_attributes": TypedSearchAttributes(list(shape.search_attributes)),
+        "static_summary": shape.summary,
+        "static_details": shape.details,
     }
 
 
@@ -662,20 +676,10 @@ async def compare_temporal_http(s: Stack) -> Rounds:
     run_id = uuid.uuid4().hex[:6]
     converter = s.client.data_converter
     started: list[str] = []
-    options = _start_options(s, _input(s, "shape", 0))
-    shape = StartShape(
-        workflow_type=EXECUTION_WORKFLOW,
-        task_queue=s.task_queue,
-        task_timeout=options["task_timeout"],
-        id_reuse_policy=options["id_reuse_policy"],
-        search_attributes=tuple(options["search_attributes"]),
-        summary=options["static_summary"],
-        details=options["static_details"],
-    )
-    shared = json.loads(MessageToJson(await DirectCalls(s.client).template(shape)))
+    template = await DirectCalls(s.client).template(_start_shape(s, s.workflow_id))
+    shared = json.loads(MessageToJson(template))
     bare = {"workflowType": {"name": EXECUTION_WORKFLOW}, "taskQueue": {"name": s.task_queue}}
-    port = int(s.temporal_http.rsplit(":", 1)[1])
-    api = Caller("127.0.0.1", port, {}, CONCURRENCY)
+    api = Caller("127.0.0.1", s.temporal_http_port, {}, CONCURRENCY)
 
     def starter(template: dict[str, Any]) -> Callable[[int], Awaitable[None]]:
         async def temporal_http_start(i: int) -> None:
