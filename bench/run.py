@@ -109,10 +109,46 @@ CALLER_CPU: dict[tuple[str, str], list[float]] = {}
 side's caller costs on the cores it shares with the server."""
 
 
+MACHINE_BUSY: dict[tuple[str, str], list[float]] = {}
+"""How busy the machine's CPUs were while each side's rounds ran (``_rounds``): near 100 %
+the sides compete for CPU, well below it for something else (the server's persistence)."""
+
+
 def caller_cpu(comparison: str) -> str:
     return ", ".join(
         f"{side} {1000 * statistics.mean(per_call):.2f} ms"
         for (name, side), per_call in CALLER_CPU.items()
+        if name == comparison
+    )
+
+
+WATCHED: dict[str, int] = {}
+"""The stack's processes by name (``stack``), whose CPU ``_rounds`` reads per side."""
+
+PROCESS_CPU: dict[tuple[str, str], dict[str, list[float]]] = {}
+"""Each watched process's CPU per call, by comparison and side: ``<name>`` while the side's
+round ran, ``<name>+settle`` until what it started had finished or been cleared too."""
+
+
+def _processes_cpu() -> dict[str, float]:
+    return {name: _cpu_seconds(pid) for name, pid in WATCHED.items()}
+
+
+def process_cpu(comparison: str) -> list[str]:
+    lines = []
+    for (name, side), by_process in PROCESS_CPU.items():
+        if name == comparison:
+            shown = ", ".join(
+                f"{process} {1000 * statistics.mean(v):.2f}" for process, v in by_process.items()
+            )
+            lines.append(f"    {side:18s} {shown}")
+    return lines
+
+
+def machine_busy(comparison: str) -> str:
+    return ", ".join(
+        f"{side} {100 * statistics.mean(fractions):.0f} %"
+        for (name, side), fractions in MACHINE_BUSY.items()
         if name == comparison
     )
 
@@ -130,10 +166,22 @@ async def _rounds(comparison: str, sides: dict[str, Callable[[int], Awaitable[No
     names = list(sides)
     for n in range(ROUNDS):
         for name in names if n % 2 == 0 else reversed(names):
-            before = _own_cpu()
+            before, (busy0, total0), cpu0 = _own_cpu(), _busy_ticks(), _processes_cpu()
             results[name].append(await _drive(CREATES, CONCURRENCY, sides[name]))
             CALLER_CPU.setdefault((comparison, name), []).append((_own_cpu() - before) / CREATES)
+            busy1, total1 = _busy_ticks()
+            MACHINE_BUSY.setdefault((comparison, name), []).append(
+                (busy1 - busy0) / max(total1 - total0, 1)
+            )
+            cpu1 = _processes_cpu()
             await settle()
+            cpu2 = _processes_cpu()
+            by_process = PROCESS_CPU.setdefault((comparison, name), {})
+            for process in WATCHED:
+                by_process.setdefault(process, []).append((cpu1[process] - cpu0[process]) / CREATES)
+                by_process.setdefault(f"{process}+settle", []).append(
+                    (cpu2[process] - cpu0[process]) / CREATES
+                )
             await _quiet()
     return results
 
@@ -273,6 +321,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         )  # fmt: skip
         api = subprocess.Popen(api_command, env=env, stdout=logs, stderr=logs)
         procs.append(api)
+        WATCHED.update(temporal=procs[0].pid, worker=worker.pid, api=api.pid)
         base = f"http://127.0.0.1:{api_port}"
         await _wait_http(f"{base}/healthz")
         auth = {"Authorization": f"Bearer {token}"}
@@ -783,7 +832,10 @@ async def main() -> None:
         f"  HTTP POST              {p['http']['rate']:7.1f}/s  p50 {p['http']['p50']:6.1f} ms"
         f"  p99 {p['http']['p99']:6.1f} ms\n"
         f"  throughput ratio HTTP/raw = {p['http']['rate'] / p['raw']['rate']:.2f}  (aim >= 0.95)\n"
-        f"  p99 ratio HTTP/raw = {p['http']['p99'] / p['raw']['p99']:.2f}  (aim <= 1.2)"
+        f"  p99 ratio HTTP/raw = {p['http']['p99'] / p['raw']['p99']:.2f}  (aim <= 1.2)\n"
+        f"  the machine's CPUs busy while each side ran: {machine_busy('priced')}\n"
+        "  CPU per create by process (ms), during the rounds and until cleared:\n"
+        + "\n".join(process_cpu("priced"))
     )
     print("Temporal calls by the API, per operation:")
     for name, counted in calls.items():
@@ -799,7 +851,10 @@ async def main() -> None:
         f"  Tollway HTTP POST                   {ours['rate']:7.1f}/s  p50 {ours['p50']:6.1f} ms\n"
         f"  throughput ratio Tollway/Temporal HTTP = {ours['rate'] / same['rate']:.2f}"
         f"  (aim >= 1; against the bare start {ours['rate'] / bare['rate']:.2f})\n"
-        f"  the bench process's CPU per create: {caller_cpu('temporal_http')}"
+        f"  the bench process's CPU per create: {caller_cpu('temporal_http')}\n"
+        f"  the machine's CPUs busy while each side ran: {machine_busy('temporal_http')}\n"
+        "  CPU per create by process (ms), during the rounds and until drained:\n"
+        + "\n".join(process_cpu("temporal_http"))
     )
     raw_p50, http_p50 = _pct(payments["raw"], 0.5), _pct(payments["http"], 0.5)
     print(
@@ -849,6 +904,9 @@ def report_lines(creates: dict[str, Any], views: dict[str, Any]) -> list[str]:
         f"  p99 ratio HTTP/raw = {c['http']['p99'] / c['raw']['p99']:.2f}  (aim <= 1.2)",
         "  the bench process's CPU per create (the caller's, on the cores the server shares): "
         + caller_cpu("create"),
+        "  the machine's CPUs busy while each side ran: " + machine_busy("create"),
+        "  CPU per create by process (ms), during the rounds and until drained:",
+        *process_cpu("create"),
         f"view, sequential, {ROUNDS}x{VIEWS} per side, open executions:",
         f"  raw query              {v['raw']['rate']:7.1f}/s  p50 {v['raw']['p50']:6.1f} ms"
         f"  p99 {v['raw']['p99']:6.1f} ms",
