@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Engine
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.helpers import GREETING, PAYLOAD_KEYS, PRICE, Tenant, create, eventually, wait_status
@@ -247,3 +251,45 @@ async def test_open_executions_evicted_from_the_cache_let_go_and_resume(
             await asyncio.wait_for(running, timeout=5)
     for other in opened[1:]:
         await client.get_workflow_handle(other["id"]).terminate("test done")
+
+
+async def test_a_reset_execution_is_viewed_as_its_new_run(
+    http: httpx.AsyncClient, client: Client, tenant: Tenant
+) -> None:
+    """The UI's Reset on a closed execution starts a new run: its views, kept per run once
+    closed, follow the new run as soon as it has closed."""
+    execution = await start(http, tenant, tenant.free_wf)
+    handle = client.get_workflow_handle(execution["id"])
+    await handle.result()
+
+    async def view() -> dict[str, Any]:
+        response = await http.get(f"/v1/public/executions/{execution['id']}", headers=tenant.auth)
+        assert response.status_code == 200, response.text
+        shown: dict[str, Any] = response.json()["data"]["execution"]
+        return shown
+
+    before = [await view() for _ in range(3)]  # seen closed, then answered from its records
+    assert before[0]["status"] == "workflow_succeeded", before[0]
+    assert before[1] == before[0] and before[2] == before[0]
+    first_task = None
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            first_task = event.event_id
+            break
+    assert first_task is not None
+    reset = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=execution["id"]),
+            reason="operator reset",
+            workflow_task_finish_event_id=first_task,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    assert reset.run_id and reset.run_id != before[0]["runId"]
+    await client.get_workflow_handle(execution["id"], run_id=reset.run_id).result()
+    after = await eventually(view, lambda v: v["runId"] == reset.run_id)
+    assert after["runId"] == reset.run_id, after
+    assert after["status"] == "workflow_succeeded", after
+    assert after["finishedAt"] > before[0]["finishedAt"], (after, before[0])
+    assert await view() == after

@@ -8,6 +8,7 @@ failures are mapped here, by type and status code, to the small set of domain er
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -231,6 +232,20 @@ class _Open:
 
 _OPEN = _Open()
 
+_ClosedKey = tuple[str, WorkflowExecutionStatus | None, datetime | None, bytes]
+_CACHED_STATE_BYTES = 16 * 1024  # a larger recorded state is decoded on every view
+
+
+def _closed_key(desc: Described) -> _ClosedKey | None:
+    """What a closed execution's view is built from, beside its start input (which never
+    changes): the run (a reset starts a new one), how and when it ended, and the state it
+    recorded (by digest). None when the recorded state is too large to keep a view of."""
+    payload = desc.memo.get("state")
+    if payload is not None and len(payload.data) > _CACHED_STATE_BYTES:
+        return None
+    digest = hashlib.sha256(payload.data).digest() if payload is not None else b""
+    return (desc.run_id, desc.status, desc.close_time, digest)
+
 
 class ExecutionService:
     def __init__(
@@ -248,6 +263,9 @@ class ExecutionService:
         # its start input, and that it has closed (a reset reopens it: describe says so).
         self._inputs: Lru[str, ExecutionInput] = Lru(1000)
         self._closed: Lru[str, bool] = Lru(10_000)
+        # A closed execution's view with the records it was built from (see _closed_key):
+        # the next describe that shows the same records answers without decoding them again.
+        self._closed_views: Lru[str, tuple[_ClosedKey, ExecutionView]] = Lru(1000)
         self._client = client
         self._direct = DirectCalls(client)
         self._task_queue = task_queue
@@ -618,7 +636,6 @@ class ExecutionService:
 
     async def _recorded(self, eid: str, unless_open: bool) -> ExecutionView | _Open | None:
         """``unless_open``: answer ``_OPEN`` for a running execution."""
-        handle = self._handle(eid)
         try:
             desc = await self._direct.describe(eid)
         except RPCError as err:
@@ -628,8 +645,19 @@ class ExecutionService:
         if desc.status == WorkflowExecutionStatus.RUNNING:
             if unless_open:
                 return _OPEN
-        else:
-            self._closed.put(eid, True)
+            return await self._view_of_records(eid, desc)
+        self._closed.put(eid, True)
+        key = _closed_key(desc)
+        known = self._closed_views.get(eid)
+        if key is not None and known is not None and known[0] == key:
+            return known[1]
+        view = await self._view_of_records(eid, desc)
+        if key is not None:
+            self._closed_views.put(eid, (key, view))
+        return view
+
+    async def _view_of_records(self, eid: str, desc: Described) -> ExecutionView:
+        handle = self._handle(eid)
         state = await self._recorded_state(desc)
         if state is None and desc.status == WorkflowExecutionStatus.COMPLETED:
             view: ExecutionView = await handle.result()
