@@ -161,11 +161,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
 
     app = Starlette(
         routes=[
-            Route("/healthz", health.healthz),
-            Route("/readyz", health.readyz),
-            Route("/metrics", metrics_endpoint),
-            Route("/openapi.json", docs_page.openapi_json),
-            Route("/docs", docs_page.docs),
+            # The public API's hot routes first: each request is matched against the routes
+            # in order (a view of an execution had matched seven before its own).
+            Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),
             Route(
                 "/v1/public/workflows/{id}/executions",
                 _by_method(GET=tracking_routes.list_executions, POST=routes.create_execution),
@@ -176,7 +174,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
                 tracking_routes.stream_events,
                 methods=["GET"],
             ),
-            Route("/v1/public/executions/{executionId}", routes.get_execution, methods=["GET"]),
             Route(
                 "/v1/public/executions/{executionId}/cancel",
                 routes.cancel_execution,
@@ -192,6 +189,11 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> St
                 webhooks.receive_payment_event,
                 methods=["POST"],
             ),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
+            Route("/metrics", metrics_endpoint),
+            Route("/openapi.json", docs_page.openapi_json),
+            Route("/docs", docs_page.docs),
             *(checkout_page.routes() if settings.payment_provider == "local" else []),
             *codec_routes.routes(),
             *status_page.routes(),
