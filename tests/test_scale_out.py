@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import httpx
@@ -24,7 +25,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tests.conftest import make_settings
-from tests.helpers import GREETING, Tenant, body, count_workflows, key
+from tests.helpers import (
+    GREETING,
+    Tenant,
+    body,
+    count_workflows,
+    eventually,
+    key,
+    workflow_exists,
+)
 from tests.money import pay_via_webhook
 from tests.processes import api_process, worker_process
 from tests.servers import serve
@@ -122,7 +131,7 @@ async def test_two_apis_and_two_workers_lose_nothing_when_one_of_each_dies(
             *(pay_via_webhook(apis[n % 2], engine, e) for n, e in enumerate(executions[:half]))
         )
         doomed_worker.send_signal(signal.SIGKILL)
-        doomed_api.proc.send_signal(signal.SIGKILL)
+        doomed_api.proc.send_signal(signal.SIGTERM)
         await asyncio.gather(*(pay_via_webhook(survivor, engine, e) for e in executions[half:]))
 
         ids = [e["id"] for e in executions]
@@ -149,28 +158,33 @@ async def test_two_apis_and_two_workers_lose_nothing_when_one_of_each_dies(
 
 
 async def test_sigterm_lets_requests_in_flight_finish(
-    postgres_url: str, temporal_address: str, tenant: Tenant
+    postgres_url: str, temporal_address: str, tenant: Tenant, client: Client
 ) -> None:
     settings = make_settings(postgres_url, temporal_address)
-    with worker_process(settings), api_process(settings) as api:
+    with api_process(settings) as api:
         async with httpx.AsyncClient(base_url=api.base, timeout=30) as http:
             path = f"/v1/public/workflows/{tenant.priced_wf}/executions"
+            keys = [key() for _ in range(16)]
             sent = [
                 asyncio.create_task(
-                    http.post(path, json=body(idempotencyKey=key()), headers=tenant.auth)
+                    http.post(path, json=body(idempotencyKey=k), headers=tenant.auth)
                 )
-                for _ in range(16)
+                for k in keys
             ]
-            await asyncio.sleep(0.05)  # connected and being handled
+            # Every request is being handled: its workflow is started, and its answer waits
+            # for the workflow's first task, which no worker takes before the signal.
+            for eid in (tenant.execution_id(tenant.priced_wf, k) for k in keys):
+                await eventually(partial(workflow_exists, client, eid), bool)
+            assert not any(task.done() for task in sent)
             api.proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            answers = await asyncio.gather(*sent, return_exceptions=True)
-            finished_after = time.monotonic() - signalled
-        assert all(isinstance(a, httpx.Response) for a in answers), answers
-        assert [a.status_code for a in answers if isinstance(a, httpx.Response)] == [200] * 16
-        assert finished_after > 0  # they were answered after the signal, not refused
-        # uvicorn exits by re-raising the signal it handled, once the requests are answered.
-        assert api.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+            with worker_process(settings):
+                answers = await asyncio.gather(*sent, return_exceptions=True)
+                assert all(isinstance(a, httpx.Response) for a in answers), answers
+                assert [a.status_code for a in answers if isinstance(a, httpx.Response)] == [
+                    200
+                ] * 16
+                # uvicorn exits by re-raising the signal it handled, once they are answered.
+                assert api.proc.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
 def _slow_partner(hits: list[float], release: threading.Event) -> Starlette:
