@@ -131,7 +131,7 @@ async def test_two_apis_and_two_workers_lose_nothing_when_one_of_each_dies(
             *(pay_via_webhook(apis[n % 2], engine, e) for n, e in enumerate(executions[:half]))
         )
         doomed_worker.send_signal(signal.SIGKILL)
-        doomed_api.proc.send_signal(signal.SIGTERM)
+        doomed_api.proc.send_signal(signal.SIGKILL)
         await asyncio.gather(*(pay_via_webhook(survivor, engine, e) for e in executions[half:]))
 
         ids = [e["id"] for e in executions]
