@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, cast
 
 import httptools
@@ -50,6 +51,11 @@ class _Connection(asyncio.Protocol):
             self.closed = True  # before connection_lost: it must not go back to the pool
             self._transport.close()
 
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
     async def send(self, request: bytes) -> tuple[int, bytes]:
         assert self._transport is not None
         self._answer = asyncio.get_running_loop().create_future()
@@ -60,21 +66,37 @@ class _Connection(asyncio.Protocol):
             self._answer = None
 
 
+IDLE_SECONDS = 2.0
+"""How long a connection may sit idle and still be reused: under the server's keep-alive
+timeout (uvicorn's is 5 s), so that the caller never writes a request on a connection the
+server is closing at that moment (the bench's rounds are seconds apart)."""
+
+
 class Caller:
     """Requests to one ``host:port`` with fixed headers, over up to ``limit`` connections."""
 
-    def __init__(self, host: str, port: int, headers: dict[str, str], limit: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        headers: dict[str, str],
+        limit: int,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
         self._host, self._port, self._limit = host, port, limit
         fixed = {"Host": f"{host}:{port}", **headers}
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode()
-        self._idle: list[_Connection] = []
+        self._idle: list[tuple[float, _Connection]] = []  # (idle since, connection)
+        self._idle_seconds = idle_seconds
         self._slots = asyncio.Semaphore(limit)
 
     async def _connection(self) -> _Connection:
+        fresh_since = time.monotonic() - self._idle_seconds
         while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
+            since, conn = self._idle.pop()
+            if not conn.closed and since >= fresh_since:
                 return conn
+            conn.close()
         loop = asyncio.get_running_loop()
         _transport, conn = await loop.create_connection(_Connection, self._host, self._port)
         return conn
@@ -88,7 +110,7 @@ class Caller:
             conn = await self._connection()
             answer = await conn.send(head + body)
             if not conn.closed:
-                self._idle.append(conn)
+                self._idle.append((time.monotonic(), conn))
             return answer
 
     async def get(self, path: str) -> tuple[int, bytes]:
@@ -99,7 +121,6 @@ class Caller:
         return status, json.loads(body)
 
     def close(self) -> None:
-        for conn in self._idle:
-            if conn._transport is not None:
-                conn._transport.close()
+        for _since, conn in self._idle:
+            conn.close()
         self._idle.clear()

@@ -40,7 +40,7 @@ from temporalio.common import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bench.caller import Caller
+from bench.caller import IDLE_SECONDS, Caller
 from tollway import admin
 from tollway.admin import WorkflowRecord
 from tollway.codec import with_codec
@@ -325,8 +325,14 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         base = f"http://127.0.0.1:{api_port}"
         await _wait_http(f"{base}/healthz")
         auth = {"Authorization": f"Bearer {token}"}
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+        # Idle connections dropped before uvicorn's 5 s keep-alive timeout closes them: reusing
+        # one as the server closes it fails the request (aiohttp: "Server disconnected").
+        limits = httpx.Limits(
+            max_connections=CONCURRENCY,
+            max_keepalive_connections=CONCURRENCY,
+            keepalive_expiry=IDLE_SECONDS,
+        )
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=IDLE_SECONDS)
         async with (
             httpx.AsyncClient(base_url=base, headers=auth, limits=limits, timeout=60) as http,
             aiohttp.ClientSession(base, headers=auth, connector=connector) as aio,

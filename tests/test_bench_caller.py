@@ -110,3 +110,16 @@ async def test_a_closed_connection_is_not_reused_and_a_cut_answer_raises(
     assert (await caller.get("/again"))[0] == 404  # the slot was given back
     assert server.connections == 3
     caller.close()
+
+
+async def test_a_connection_idle_past_its_expiry_is_not_reused(server: Scripted) -> None:
+    """A server closes idle keep-alive connections (uvicorn after 5 s); reusing one as it
+    closes fails the request, so the caller drops it first."""
+    caller = Caller("127.0.0.1", server.port, {}, limit=1, idle_seconds=0.2)
+    assert (await caller.get("/a"))[0] == 404
+    assert (await caller.get("/b"))[0] == 404  # reused at once
+    assert server.connections == 1
+    await asyncio.sleep(0.3)
+    assert (await caller.get("/c"))[0] == 404
+    assert server.connections == 2
+    caller.close()
