@@ -50,6 +50,8 @@ from tollway.devstack import dev_secrets
 from tollway.direct_calls import DirectCalls, StartShape
 from tollway.ids import execution_id
 from tollway.migrate import migrate
+from tollway.settings import Settings
+from tollway.temporal import COMPRESSION
 from tollway.temporal_server import start_dev_command
 from workflows import search_attributes as sa
 from workflows.execution import EXECUTION_WORKFLOW, ExecutionWorkflow
@@ -61,6 +63,9 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 CREATES = int(os.environ.get("BENCH_CREATES", "200"))  # per side, per round
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 VIEWS = int(os.environ.get("BENCH_VIEWS", "200"))
+# What the stack's API and worker read from TOLLWAY_TEMPORAL_GRPC_COMPRESSION; the raw client
+# uses the same.
+GRPC_COMPRESSION = Settings().temporal_grpc_compression
 DEFINITION = {
     "name": "Bench",
     "access": "public_execute",
@@ -290,12 +295,14 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         client = None
         for _ in range(100):
             try:
-                # The raw side encrypts its payloads too: the same Temporal work.
+                # The raw side encrypts its payloads too, and compresses its messages as the
+                # API and the worker do: the same Temporal work.
                 client = await Client.connect(
                     f"127.0.0.1:{temporal_port}",
                     data_converter=with_codec(
                         pydantic_data_converter, generated["TOLLWAY_PAYLOAD_KEYS"]
                     ),
+                    grpc_compression=COMPRESSION[GRPC_COMPRESSION],
                 )
                 break
             except RuntimeError:
@@ -828,6 +835,7 @@ async def main() -> None:
         webhook = await webhook_to_event(s)
         payments = await compare_payments(s)
         temporal_http = await compare_temporal_http(s)
+    print(f"gRPC compression to Temporal, the raw client's as the API's: {GRPC_COMPRESSION}")
     report(creates, views)
     p = {k: _summary(v) for k, v in priced.items()}
     print(

@@ -8,6 +8,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
+from temporalio.service import GrpcCompression
 
 from tollway.codec import with_codec
 from tollway.settings import Settings
@@ -18,6 +19,9 @@ def data_converter(settings: Settings) -> DataConverter:
     if settings.payload_keys is None:
         return pydantic_data_converter
     return with_codec(pydantic_data_converter, settings.payload_keys.get_secret_value())
+
+
+COMPRESSION = {"none": GrpcCompression.NONE, "gzip": GrpcCompression.GZIP}
 
 
 class TemporalUnreachable(Exception):
@@ -36,6 +40,7 @@ async def connect(
             data_converter=data_converter(settings),
             runtime=runtime,
             interceptors=interceptors,
+            grpc_compression=COMPRESSION[settings.temporal_grpc_compression],
         )
     except RuntimeError as err:  # the SDK's "Failed client connect"
         raise TemporalUnreachable(
