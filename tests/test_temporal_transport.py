@@ -11,11 +11,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import ValidationError
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from tests.conftest import make_settings
-from tollway.settings import Settings
+from tollway.settings import SettingsError, settings_for
 from tollway.temporal import connect
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -80,10 +79,8 @@ async def proxy(target: str) -> AsyncIterator[tuple[str, list[GrpcFlags]]]:
         )
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
+    async with server:
         yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}", connections
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize(("mode", "flag"), [("none", 0), ("gzip", 1)])
@@ -103,6 +100,10 @@ async def test_grpc_messages_are_compressed_only_when_asked(
     assert flags == [flag] * len(flags)
 
 
-def test_an_unknown_compression_is_refused_naming_the_variable() -> None:
-    with pytest.raises(ValidationError, match="temporal_grpc_compression"):
-        Settings.model_validate({"temporal_grpc_compression": "brotli"})
+def test_an_unknown_compression_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOLLWAY_TEMPORAL_GRPC_COMPRESSION", "brotli")
+    for process in ("api", "worker"):
+        with pytest.raises(SettingsError, match="^TOLLWAY_TEMPORAL_GRPC_COMPRESSION: .*'gzip'"):
+            settings_for(process)
