@@ -1,8 +1,11 @@
 """`make bench`: the HTTP layer against the raw temporalio client, side by side in one run.
 
 One Temporal dev server, one worker process and one API process (uvicorn, real HTTP on
-loopback). Creates (free): HTTP POST versus the raw client starting the same workflow (the
-same Temporal work), at concurrency 32, in alternating rounds. Views: HTTP GET versus a raw
+loopback). ``BENCH_LAYOUT=split`` (the default) gives the dev server half of the CPUs and its
+clients the other half, as a deployment runs Temporal apart from the API; ``shared`` lets
+every process compete for every CPU. Creates (free): HTTP POST versus the raw client starting
+the same workflow with the same input (planned by the API's own ``plan_start``), at
+concurrency 32, in alternating rounds. Views: HTTP GET versus a raw
 query on the same open executions, sequentially. Then calls per operation, payments, event
 streams and Temporal's own HTTP API. Prints throughput, p50/p99 and the ratios.
 """
@@ -23,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,11 @@ from google.protobuf.json_format import MessageToJson
 from sqlalchemy import Engine
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api.bodies import CreateExecutionBody
 from bench.caller import IDLE_SECONDS, Caller
 from tollway import admin
 from tollway.admin import WorkflowRecord
@@ -47,15 +48,14 @@ from tollway.codec import with_codec
 from tollway.db import make_engine
 from tollway.definitions import parse_definition
 from tollway.devstack import dev_secrets
-from tollway.direct_calls import DirectCalls, StartShape
-from tollway.ids import execution_id
+from tollway.direct_calls import DirectCalls
+from tollway.executions import CreateCommand, StartPlan, plan_start
 from tollway.migrate import migrate
 from tollway.settings import Settings
 from tollway.temporal import COMPRESSION
 from tollway.temporal_server import start_dev_command
-from workflows import search_attributes as sa
 from workflows.execution import EXECUTION_WORKFLOW, ExecutionWorkflow
-from workflows.models import AttachInput, ExecutionInput, ExecutionRequest
+from workflows.models import AttachInput, ExecutionRequest
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 # Rounds alternate between the sides; this VM's speed drifts by 10-15 % from one round to
@@ -66,12 +66,46 @@ VIEWS = int(os.environ.get("BENCH_VIEWS", "200"))
 # What the stack's API and worker read from TOLLWAY_TEMPORAL_GRPC_COMPRESSION; the raw client
 # uses the same.
 GRPC_COMPRESSION = Settings().temporal_grpc_compression
+PUBLIC_BASE_URL = Settings().public_base_url  # what the stack's API puts in every input
+LAYOUT = os.environ.get("BENCH_LAYOUT", "split")
+"""``split``: the dev server on the first half of the CPUs this process may use, its clients
+(worker, API, the bench itself) on the rest, as a deployment runs Temporal on machines of
+its own; ``shared``: every process on every CPU, competing with the server for it."""
+CPUS = sorted(os.sched_getaffinity(0))  # read before the bench pins itself
 DEFINITION = {
     "name": "Bench",
     "access": "public_execute",
     "steps": [{"id": "s", "kind": "transform", "expression": "{n: request.n}"}],
     "output": "steps.s",
 }
+
+
+def _layout() -> tuple[set[int], set[int]] | None:
+    """The server's CPUs and its clients' under ``LAYOUT`` (None: shared)."""
+    if LAYOUT not in ("split", "shared"):
+        raise SystemExit(f"BENCH_LAYOUT must be split or shared, not {LAYOUT!r}")
+    if LAYOUT == "shared" or len(CPUS) < 2:
+        return None
+    half = len(CPUS) // 2
+    return set(CPUS[:half]), set(CPUS[half:])
+
+
+def _pin_self(cpus: set[int]) -> None:
+    """Every thread of this process (the SDK's runtime threads too) onto ``cpus``; the
+    processes it starts afterwards inherit them."""
+    for task in Path("/proc/self/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def describe_layout() -> str:
+    layout = _layout()
+    if layout is None:
+        return f"layout shared: every process on CPUs {CPUS}"
+    server, clients = layout
+    return (
+        f"layout split: Temporal's dev server on CPUs {sorted(server)}; "
+        f"worker, API and bench on CPUs {sorted(clients)}"
+    )
 
 
 def _port() -> int:
@@ -243,6 +277,7 @@ class Stack:
     engine: Engine
     webhook_secret: str
     temporal_http_port: int  # Temporal's own HTTP API on the same dev server
+    token_id: str  # the bench token's id: the raw side starts as that token's creates do
 
 
 @asynccontextmanager
@@ -269,7 +304,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
     engine = make_engine(db_url)
     migrate(engine)
     org = admin.create_organization(engine, "Bench")
-    _row, token = admin.create_token(engine, org.id, "1000000/second")
+    token_row, token = admin.create_token(engine, org.id, "1000000/second")
     wf = admin.create_workflow(engine, org.id, parse_definition(DEFINITION))
     priced = admin.create_workflow(
         engine,
@@ -280,6 +315,8 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
     assert record is not None
 
     log = (workdir / "temporal.log").open("wb")
+    layout = _layout()
+    server_cpus = layout[0] if layout else None
     procs = [
         subprocess.Popen(
             [
@@ -289,8 +326,11 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None,
         )
     ]
+    if layout:
+        _pin_self(layout[1])
     try:
         client = None
         for _ in range(100):
@@ -349,7 +389,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
                 yield Stack(
                     client, http, caller, aio, org.id, wf.id, priced.id, record, task_queue,
                     api, worker, engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
-                    temporal_http_port,
+                    temporal_http_port, token_row.id,
                 )  # fmt: skip
             finally:
                 caller.close()
@@ -388,22 +428,21 @@ def creator(
     return http_create
 
 
-def _input(s: Stack, key: str, n: int, record: WorkflowRecord | None = None) -> ExecutionInput:
-    """The workflow input a raw client starts the bench workflow with (what the API builds)."""
-    record = record or s.record
-    return ExecutionInput(
-        execution_id=execution_id(s.org_id, record.id, key),
-        organization_id=s.org_id,
-        initiated_by_id="bench",
-        initiated_by_type="api_token",
-        public_workflow_id=record.id,
-        workflow_version=1,
-        definition=record.definition,
-        request=ExecutionRequest(
-            sourceSystem="bench", sourceEntityType="n", idempotencyKey=key, requestPayload={"n": n}
-        ),
-        fingerprint=key,
+def _plan(s: Stack, key: str, n: int, record: WorkflowRecord | None = None) -> StartPlan:
+    """The start the API makes for the bench's create with this key and ``n``: the same
+    input (its ``created_at``, ``public_base_url`` and fingerprint), search attributes,
+    summary and details, planned by the same function."""
+    body = CreateExecutionBody(
+        sourceSystem="bench", sourceEntityType="n", idempotencyKey=key, requestPayload={"n": n}
     )
+    command = CreateCommand(
+        organization_id=s.org_id,
+        initiated_by_id=s.token_id,
+        workflow=record or s.record,
+        request=ExecutionRequest(**body.model_dump()),
+        fingerprint=body.fingerprint(),
+    )
+    return plan_start(command, s.task_queue, PUBLIC_BASE_URL, datetime.now(UTC))
 
 
 async def compare_creates(s: Stack) -> Rounds:
@@ -416,9 +455,9 @@ async def compare_creates(s: Stack) -> Rounds:
 
     async def raw_create(i: int) -> None:
         key = f"r-{run_id}-{i}-{time.perf_counter_ns()}"
-        inp = _input(s, key, i)
-        await s.client.start_workflow(ExecutionWorkflow.run, inp, **_start_options(s, inp))
-        made.append(inp.execution_id)
+        plan = _plan(s, key, i)
+        await s.client.start_workflow(ExecutionWorkflow.run, plan.input, **plan.options())
+        made.append(plan.input.execution_id)
 
     async def drain() -> None:
         await asyncio.gather(*(s.client.get_workflow_handle(i).result() for i in made))
@@ -430,43 +469,6 @@ async def compare_creates(s: Stack) -> Rounds:
         "http_aiohttp": creator(s, made=made, aio=True),  # what the caller's client costs
     }
     return await _rounds("create", sides, drain)
-
-
-def _start_shape(s: Stack, public_workflow_id: str, status: str = "workflow_queued",
-                 payment: str = "not_required") -> StartShape:  # fmt: skip
-    """What the API starts a bench execution with: queue, timeouts, search attributes,
-    summary and details."""
-    return StartShape(
-        workflow_type=EXECUTION_WORKFLOW,
-        task_queue=s.task_queue,
-        task_timeout=timedelta(seconds=3),
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=(
-            SearchAttributePair(sa.ORGANIZATION_ID, s.org_id),
-            SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, public_workflow_id),
-            SearchAttributePair(sa.SOURCE_SYSTEM, "bench"),
-            SearchAttributePair(sa.STATUS, status),
-            SearchAttributePair(sa.PAYMENT_STATUS, payment),
-            SearchAttributePair(sa.SOURCE_ENTITY_TYPE, "n"),
-        ),
-        summary="Bench for bench",
-        details=f"**Workflow** Bench ({public_workflow_id}, version 1)",
-    )
-
-
-def _start_options(s: Stack, inp: ExecutionInput, status: str = "workflow_queued",
-                   payment: str = "not_required") -> dict[str, Any]:  # fmt: skip
-    """The raw client's start options for that shape."""
-    shape = _start_shape(s, inp.public_workflow_id, status, payment)
-    return {
-        "id": inp.execution_id,
-        "task_queue": shape.task_queue,
-        "task_timeout": shape.task_timeout,
-        "id_reuse_policy": shape.id_reuse_policy,
-        "search_attributes": TypedSearchAttributes(list(shape.search_attributes)),
-        "static_summary": shape.summary,
-        "static_details": shape.details,
-    }
 
 
 async def compare_priced_creates(s: Stack) -> Rounds:
@@ -482,8 +484,8 @@ async def compare_priced_creates(s: Stack) -> Rounds:
 
     async def raw_create(i: int) -> None:
         key = f"p-{run_id}-{i}-{time.perf_counter_ns()}"
-        inp = _input(s, key, i, record)
-        options = _start_options(s, inp, "awaiting_payment", "pending")
+        plan = _plan(s, key, i, record)
+        inp, options = plan.input, plan.options()
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
@@ -492,9 +494,9 @@ async def compare_priced_creates(s: Stack) -> Rounds:
         )
         await s.client.execute_update_with_start_workflow(
             ExecutionWorkflow.attach,
-            AttachInput(fingerprint=key, nonce=uuid.uuid4().hex),
+            AttachInput(fingerprint=inp.fingerprint, nonce=uuid.uuid4().hex),
             start_workflow_operation=start,
-            id=f"create-{key[:40]}",
+            id=f"create-{inp.fingerprint[:40]}",
         )
         made.append(inp.execution_id)
 
@@ -738,7 +740,7 @@ async def compare_temporal_http(s: Stack) -> Rounds:
     run_id = uuid.uuid4().hex[:6]
     converter = s.client.data_converter
     started: list[str] = []
-    template = await DirectCalls(s.client).template(_start_shape(s, s.workflow_id))
+    template = await DirectCalls(s.client).template(_plan(s, "shape", 0).shape)
     shared = json.loads(MessageToJson(template))
     bare = {"workflowType": {"name": EXECUTION_WORKFLOW}, "taskQueue": {"name": s.task_queue}}
     api = Caller("127.0.0.1", s.temporal_http_port, {}, CONCURRENCY)
@@ -746,7 +748,7 @@ async def compare_temporal_http(s: Stack) -> Rounds:
     def starter(template: dict[str, Any]) -> Callable[[int], Awaitable[None]]:
         async def temporal_http_start(i: int) -> None:
             key = f"t-{run_id}-{i}-{time.perf_counter_ns()}"
-            inp = _input(s, key, i)
+            inp = _plan(s, key, i).input
             eid = inp.execution_id
             [payload] = await converter.encode([inp])  # encrypted, as the worker expects
             body = {
@@ -835,6 +837,7 @@ async def main() -> None:
         webhook = await webhook_to_event(s)
         payments = await compare_payments(s)
         temporal_http = await compare_temporal_http(s)
+    print(describe_layout())
     print(f"gRPC compression to Temporal, the raw client's as the API's: {GRPC_COMPRESSION}")
     report(creates, views)
     p = {k: _summary(v) for k, v in priced.items()}

@@ -218,6 +218,81 @@ def _static_details(cmd: CreateCommand) -> str:
     )
 
 
+@dataclass(frozen=True)
+class StartPlan:
+    """What a create starts: the workflow's input, the part of the start it shares with
+    every start of the same workflow for the same caller and source, and its own search
+    attributes."""
+
+    input: ExecutionInput
+    shape: StartShape
+    own: list[SearchAttributePair[str]]
+
+    def options(self) -> dict[str, Any]:
+        """The SDK's start options for it (a priced start goes through update-with-start)."""
+        shape = self.shape
+        return {
+            "id": self.input.execution_id,
+            "task_timeout": shape.task_timeout,
+            "task_queue": shape.task_queue,
+            "id_reuse_policy": shape.id_reuse_policy,
+            "search_attributes": TypedSearchAttributes([*shape.search_attributes, *self.own]),
+            "static_summary": shape.summary,
+            "static_details": shape.details,
+        }
+
+
+def plan_start(
+    cmd: CreateCommand, task_queue: str, public_base_url: str, created_at: datetime
+) -> StartPlan:
+    """The start a create makes, free or priced; the bench's raw side starts the same."""
+    eid = execution_id(cmd.organization_id, cmd.workflow.id, cmd.request.idempotencyKey)
+    inp = ExecutionInput(
+        execution_id=eid,
+        organization_id=cmd.organization_id,
+        initiated_by_id=cmd.initiated_by_id,
+        initiated_by_type="api_token",
+        public_workflow_id=cmd.workflow.id,
+        workflow_version=cmd.workflow.version,
+        definition=cmd.workflow.definition,
+        request=cmd.request,
+        fingerprint=cmd.fingerprint,
+        public_base_url=public_base_url,
+        notify=cmd.notify,
+        created_at=created_at,
+    )
+    status, payment_status = initial_statuses(inp)
+    # Shared by the workflow's executions for this caller and source (encoded once for a
+    # free start), then this execution's own.
+    shared = (
+        SearchAttributePair(sa.ORGANIZATION_ID, cmd.organization_id),
+        SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, cmd.workflow.id),
+        SearchAttributePair(sa.SOURCE_SYSTEM, cmd.request.sourceSystem),
+        SearchAttributePair(sa.STATUS, status.value),
+        SearchAttributePair(sa.PAYMENT_STATUS, payment_status.value),
+        SearchAttributePair(sa.SOURCE_ENTITY_TYPE, cmd.request.sourceEntityType),
+    )
+    own = [
+        SearchAttributePair(key, value)
+        for key, value in (
+            (sa.EXTERNAL_REF, cmd.request.externalRef),
+            (sa.SOURCE_ENTITY_ID, cmd.request.sourceEntityId),
+        )
+        if value is not None
+    ]
+    # How the workflow is started, whichever way: the same for a free and a priced one.
+    shape = StartShape(
+        workflow_type=EXECUTION_WORKFLOW,
+        task_queue=task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=shared,
+        summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
+        details=_static_details(cmd),
+    )
+    return StartPlan(inp, shape, own)
+
+
 def _retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
     """The SDK also stores a failed start on the operation's future; read it, so asyncio does
     not log "Future exception was never retrieved" for an error we already handle."""
@@ -279,65 +354,15 @@ class ExecutionService:
     # -- create -----------------------------------------------------------------------------
 
     async def create(self, cmd: CreateCommand) -> CreateOutcome:
-        eid = execution_id(cmd.organization_id, cmd.workflow.id, cmd.request.idempotencyKey)
-        inp = ExecutionInput(
-            execution_id=eid,
-            organization_id=cmd.organization_id,
-            initiated_by_id=cmd.initiated_by_id,
-            initiated_by_type="api_token",
-            public_workflow_id=cmd.workflow.id,
-            workflow_version=cmd.workflow.version,
-            definition=cmd.workflow.definition,
-            request=cmd.request,
-            fingerprint=cmd.fingerprint,
-            public_base_url=self._public_base_url,
-            notify=cmd.notify,
-            created_at=datetime.now(UTC),
-        )
-        status, payment_status = initial_statuses(inp)
-        # Shared by the workflow's executions for this caller and source (encoded once for a
-        # free start), then this execution's own.
-        shared = (
-            SearchAttributePair(sa.ORGANIZATION_ID, cmd.organization_id),
-            SearchAttributePair(sa.PUBLIC_WORKFLOW_ID, cmd.workflow.id),
-            SearchAttributePair(sa.SOURCE_SYSTEM, cmd.request.sourceSystem),
-            SearchAttributePair(sa.STATUS, status.value),
-            SearchAttributePair(sa.PAYMENT_STATUS, payment_status.value),
-            SearchAttributePair(sa.SOURCE_ENTITY_TYPE, cmd.request.sourceEntityType),
-        )
-        own = [
-            SearchAttributePair(key, value)
-            for key, value in (
-                (sa.EXTERNAL_REF, cmd.request.externalRef),
-                (sa.SOURCE_ENTITY_ID, cmd.request.sourceEntityId),
-            )
-            if value is not None
-        ]
-        # How the workflow is started, whichever way: the same for a free and a priced one.
-        shape = StartShape(
-            workflow_type=EXECUTION_WORKFLOW,
-            task_queue=self._task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=shared,
-            summary=f"{cmd.workflow.definition.name} for {cmd.request.sourceSystem}",
-            details=_static_details(cmd),
-        )
+        plan = plan_start(cmd, self._task_queue, self._public_base_url, datetime.now(UTC))
+        inp, shape, own, eid = plan.input, plan.shape, plan.own, plan.input.execution_id
         definition = cmd.workflow.definition
         # A free execution answers from its input after one start. Not one with a concurrency
         # limit: its create waits until its workflow asked for a slot, so that the queue's
         # order is the order of the creates.
         if definition.price is None and definition.maxConcurrency is None:
             return await self._start_free(inp, shape, own, cmd.fingerprint)
-        options: dict[str, Any] = {
-            "id": eid,
-            "task_timeout": shape.task_timeout,
-            "task_queue": shape.task_queue,
-            "id_reuse_policy": shape.id_reuse_policy,
-            "search_attributes": TypedSearchAttributes([*shared, *own]),
-            "static_summary": shape.summary,
-            "static_details": shape.details,
-        }
+        options = plan.options()
         start = WithStartWorkflowOperation(
             ExecutionWorkflow.run,
             inp,
