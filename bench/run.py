@@ -1,9 +1,8 @@
 """`make bench`: the HTTP layer against the raw temporalio client, side by side in one run.
 
 One Temporal dev server, one worker process and one API process (uvicorn, real HTTP on
-loopback). ``BENCH_LAYOUT=split`` (the default) gives the dev server half of the CPUs and its
-clients the other half, as a deployment runs Temporal apart from the API; ``shared`` lets
-every process compete for every CPU. Creates (free): HTTP POST versus the raw client starting
+loopback), every process on every CPU; ``BENCH_LAYOUT=split`` gives the dev server half of
+the CPUs and its clients the other half. Creates (free): HTTP POST versus the raw client starting
 the same workflow with the same input (planned by the API's own ``plan_start``), at
 concurrency 32, in alternating rounds. Views: HTTP GET versus a raw
 query on the same open executions, sequentially. Then calls per operation, payments, event
@@ -67,10 +66,12 @@ VIEWS = int(os.environ.get("BENCH_VIEWS", "200"))
 # uses the same.
 GRPC_COMPRESSION = Settings().temporal_grpc_compression
 PUBLIC_BASE_URL = Settings().public_base_url  # what the stack's API puts in every input
-LAYOUT = os.environ.get("BENCH_LAYOUT", "split")
-"""``split``: the dev server on the first half of the CPUs this process may use, its clients
+LAYOUT = os.environ.get("BENCH_LAYOUT", "shared")
+"""``shared`` (the default): every process on every CPU, competing with the server for it;
+``split``: the dev server on the first half of the CPUs this process may use, its clients
 (worker, API, the bench itself) on the rest, as a deployment runs Temporal on machines of
-its own; ``shared``: every process on every CPU, competing with the server for it."""
+its own (on two cores it puts the API, worker and bench on one core, which costs the views
+and the webhook more than it gives the creates: docs/bench.md, sixth pass)."""
 CPUS = sorted(os.sched_getaffinity(0))  # read before the bench pins itself
 DEFINITION = {
     "name": "Bench",
