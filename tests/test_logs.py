@@ -63,3 +63,26 @@ def test_api_logs_json_lines_with_request_ids_and_no_client_tokens(
     assert access["query"] == "client_token=%5Bredacted%5D&other=kept"
     assert secret not in stderr
     assert any(r.get("logger", "").startswith("uvicorn") for r in records)  # one pipeline
+
+
+def test_json_lines_encode_what_the_standard_encoder_did() -> None:
+    """Every value a log line can carry still makes a line: orjson's refusals (an integer
+    past 64 bits, a lone surrogate) fall back to the standard encoder; non-string keys are
+    written as strings; unknown objects as their repr."""
+    from structlog.processors import JSONRenderer
+
+    from tollway.logging import _json_line
+
+    render = JSONRenderer(serializer=_json_line)
+    thing = object()
+    cases: list[tuple[dict[str, object], dict[str, object]]] = [
+        ({"event": "request", "status": 200}, {"event": "request", "status": 200}),
+        ({"counts": {1: 2}}, {"counts": {"1": 2}}),
+        ({"big": 2**70}, {"big": 2**70}),
+        ({"odd": "a\ud800b"}, {"odd": "a\ud800b"}),
+        ({"thing": thing}, {"thing": repr(thing)}),
+    ]
+    for event, expected in cases:
+        line = render(None, "info", dict(event))
+        assert isinstance(line, str)
+        assert json.loads(line) == expected
