@@ -66,8 +66,8 @@ def test_api_logs_json_lines_with_request_ids_and_no_client_tokens(
 
 
 def test_json_lines_encode_what_the_standard_encoder_did() -> None:
-    """Every value a log line can carry still makes a line: orjson's refusals (an integer
-    past 64 bits, a lone surrogate) fall back to the standard encoder; non-string keys are
+    """Every value a log line can carry still makes a line: an integer past 64 bits; a lone
+    surrogate, which the fast encoder refuses and the standard encoder takes; non-string keys
     written as strings; unknown objects as their repr."""
     from structlog.processors import JSONRenderer
 

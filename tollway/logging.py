@@ -14,8 +14,8 @@ import logging
 import sys
 from typing import Any
 
-import orjson
 import structlog
+from pydantic_core import PydanticSerializationError, to_json
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -40,14 +40,14 @@ SHARED: list[structlog.types.Processor] = [
 ]
 
 
-def _json_line(event: Any, **kw: Any) -> str:
-    """orjson's encoding as text; keys that are not strings are written as strings, as the
-    standard encoder writes them. What orjson refuses (an integer past 64 bits, a lone
-    surrogate) goes through the standard encoder, so such a value never costs the line."""
+def _json_line(event: Any, *, default: Any = None, **kw: Any) -> str:
+    """A line encoded by pydantic-core, the encoder the API's JSON answers use
+    (``api.errors.JsonResponse``). What it refuses (a lone surrogate) goes through the
+    standard encoder, so such a value never costs the line."""
     try:
-        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **kw).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(event, **kw)
+        return to_json(event, fallback=default).decode()
+    except PydanticSerializationError:
+        return json.dumps(event, default=default, **kw)
 
 
 def configure_logging(level: int = logging.INFO, json_lines: bool | None = None) -> None:
