@@ -40,6 +40,7 @@ from temporalio.common import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.bodies import CreateExecutionBody
+from api.http_protocol import PROTOCOL
 from bench.caller import IDLE_SECONDS, Caller
 from tollway import admin
 from tollway.admin import WorkflowRecord
@@ -364,7 +365,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
             else [
                 sys.executable, "-m", "uvicorn", "api.app:serve_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(api_port),
-                "--no-access-log", "--log-level", "warning",
+                "--no-access-log", "--log-level", "warning", "--http", PROTOCOL,
             ]
         )  # fmt: skip
         api = subprocess.Popen(api_command, env=env, stdout=logs, stderr=logs)

@@ -347,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 port=args.port,
                 access_log=False,
                 log_config=None,
+                # A small answer's headers and body in one write (api/http_protocol.py).
+                http="api.http_protocol:CoalescingHttpToolsProtocol",
             )
         elif args.command == "worker":
             from worker.main import main as worker_main

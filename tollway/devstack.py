@@ -202,6 +202,7 @@ def run_dev() -> int:
     api_command = [
         sys.executable, "-m", "uvicorn", "api.app:serve_app", "--factory",
         "--host", "127.0.0.1", "--port", str(settings.dev_api_port), "--no-access-log",
+        "--http", "api.http_protocol:CoalescingHttpToolsProtocol",
     ]  # fmt: skip
     server_command = start_dev_command(
         VAR_DIR / "temporal.db",
