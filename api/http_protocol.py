@@ -39,7 +39,7 @@ class CoalescingTransport(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._held: bytes | bytearray | memoryview | None = None
+        self._held: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -48,7 +48,8 @@ class CoalescingTransport(asyncio.Transport):
         held = self._held
         if held is None:
             if len(data) < HOLD_BELOW:
-                self._held = data
+                # A caller may reuse its buffer once write() returns: hold a copy of one.
+                self._held = data if isinstance(data, bytes) else bytes(data)
                 self._timer = self._loop.call_later(HOLD_SECONDS, self.flush)
                 return
             joined = data

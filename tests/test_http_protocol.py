@@ -158,6 +158,12 @@ async def test_a_held_write_goes_out_within_the_hold_and_before_close() -> None:
     transport.write(b"after")
     await asyncio.sleep(0.02)
     assert inner.writes[-1] == b"last"  # nothing is written to a closing connection
+    reused, fresh = bytearray(b"mine"), Recording()
+    transport = CoalescingTransport(fresh, loop)
+    transport.write(reused)
+    reused[:] = b"gone"  # the caller's buffer, reused once write() returned
+    transport.write(b"!")
+    assert fresh.writes == [b"mine!"]
     aborted = CoalescingTransport(Recording(), loop)
     aborted.write(b"dropped")
     aborted.abort()
