@@ -83,7 +83,8 @@ def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
         assert demo["token"] in banner and demo["pricedWorkflowId"] in banner
         assert demo["operatorToken"] in banner and "/codec/login" in banner
         assert "curl" in banner
-        wait_http(f"{api}/healthz")
+        # The banner is printed once the API answers: its curl line works at once.
+        assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
         auth = {"Authorization": f"Bearer {demo['token']}"}
         created = httpx.post(
             f"{api}/v1/public/workflows/{demo['freeWorkflowId']}/executions",
@@ -109,7 +110,6 @@ def test_dev_stack_runs_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         again = json.loads((tmp_path / "var" / "demo.json").read_text())
         assert again == demo  # same org, token and workflows: not duplicated
-        wait_http(f"{api}/healthz")
         view = httpx.get(f"{api}/v1/public/executions/{eid}", headers=auth, timeout=30)
         assert view.status_code == 200
         assert view.json()["data"]["execution"]["responsePayload"] == {"greeting": "hello Z"}

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,20 @@ async def _wait_for_temporal(deadline: float) -> None:
             await asyncio.sleep(0.2)
 
 
+def _wait_for_api(url: str, api: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Whether the API answers ``url`` before ``deadline``: the banner's curl line must work
+    the moment it is printed. False at once if the API exits (the caller says so)."""
+    while api.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:  # refused while it starts; URLError and timeouts are OSErrors
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
     for child in reversed(children):
         if child.poll() is None:
@@ -225,7 +240,12 @@ def run_dev() -> int:
         engine.dispose()
         for command in ([sys.executable, "-m", "worker"], api_command):
             children.append(subprocess.Popen(command, env=env, start_new_session=True))
-        _banner(demo, settings.dev_api_port, settings.dev_ui_port)
+        healthz = f"http://127.0.0.1:{settings.dev_api_port}/healthz"
+        if _wait_for_api(healthz, children[-1], time.monotonic() + 60):
+            _banner(demo, settings.dev_api_port, settings.dev_ui_port)
+        elif children[-1].poll() is None:
+            _say(f"tollway dev: the API did not answer {healthz} within 60 s; stopping.")
+            return 1  # (an API that exited is reported by the loop below)
         while not stopping:
             dead = [c for c in children if c.poll() is not None]
             if dead:
