@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from pydantic import SecretStr
 
+from tollway.devstack import wait_for_api
 from tollway.settings import Settings
 
 TOLLWAY = [sys.executable, "-c", "from tollway.cli import main; main()"]
@@ -64,16 +64,10 @@ def free_port() -> int:
 
 
 def wait_until_serving(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    if wait_for_api(f"{base}/healthz", proc, time.monotonic() + timeout):
+        return
+    if proc.poll() is not None:
+        raise RuntimeError(f"the API exited with {proc.returncode}")
     raise RuntimeError(f"the API at {base} did not start")
 
 

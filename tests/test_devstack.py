@@ -8,19 +8,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from tests.processes import TOLLWAY, run_tollway
-from tollway.devstack import _port_in_use
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import TOLLWAY, free_port, run_tollway
+from tests.servers import serve
+from tollway.devstack import _port_in_use, wait_for_api
 
 
 def dev_env(ports: dict[str, int]) -> dict[str, str]:
@@ -129,3 +127,26 @@ def test_busy_port_gives_a_clear_message(tmp_path: Path) -> None:
     assert f"port {ports['API']} (API)" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "var").exists()
+
+
+def test_the_wait_for_the_api_never_goes_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A developer's HTTP_PROXY must not keep ``tollway dev`` from seeing its own API."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    dead_proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with serve(ok) as base:
+            assert wait_for_api(f"{base}/healthz", alive, time.monotonic() + 3)
+    finally:
+        alive.kill()
+        alive.wait()

@@ -150,12 +150,16 @@ async def _wait_for_temporal(deadline: float) -> None:
             await asyncio.sleep(0.2)
 
 
-def _wait_for_api(url: str, api: subprocess.Popen[bytes], deadline: float) -> bool:
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Straight to 127.0.0.1: an HTTP proxy set in the environment never sees the probe."""
+
+
+def wait_for_api(url: str, api: subprocess.Popen[bytes], deadline: float) -> bool:
     """Whether the API answers ``url`` before ``deadline``: the banner's curl line must work
     the moment it is printed. False at once if the API exits (the caller says so)."""
     while api.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
+            with _LOOPBACK.open(url, timeout=1) as answer:
                 if answer.status == 200:
                     return True
         except OSError:  # refused while it starts; URLError and timeouts are OSErrors
@@ -241,7 +245,7 @@ def run_dev() -> int:
         for command in ([sys.executable, "-m", "worker"], api_command):
             children.append(subprocess.Popen(command, env=env, start_new_session=True))
         healthz = f"http://127.0.0.1:{settings.dev_api_port}/healthz"
-        if _wait_for_api(healthz, children[-1], time.monotonic() + 60):
+        if wait_for_api(healthz, children[-1], time.monotonic() + 60):
             _banner(demo, settings.dev_api_port, settings.dev_ui_port)
         elif children[-1].poll() is None:
             _say(f"tollway dev: the API did not answer {healthz} within 60 s; stopping.")
