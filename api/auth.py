@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.requests import Request
 
-from api.errors import DATABASE_DOWN, unauthorized
+from api.errors import unauthorized
+from api.read_cache import ReadCache
 from tollway.admin import find_token, find_token_by_id, hash_token
 
 
@@ -30,8 +30,8 @@ def bearer_token(request: Request) -> str | None:
 
 
 class TokenResolver:
-    """Resolves API tokens to principals. A small TTL cache keeps the database off the hot
-    path; a revoked token stops working within ``ttl`` seconds.
+    """Resolves API tokens to principals, kept ``ttl`` seconds (api/read_cache.py): a revoked
+    token stops working within ``ttl``.
 
     While the database does not answer, a token verified within the last ``stale`` seconds
     keeps working from what was last verified (a short outage costs callers nothing); one
@@ -42,11 +42,9 @@ class TokenResolver:
         self, engine: Engine, ttl: float, max_entries: int = 10_000, stale: float = 300.0
     ) -> None:
         self._engine = engine
-        self._ttl = ttl
-        self._stale = stale
-        self._max = max_entries
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._verified: dict[str, tuple[float, Principal]] = {}
+        self._cache: ReadCache[Principal | None] = ReadCache(
+            ttl, stale, keep=lambda principal: principal is not None, max_entries=max_entries
+        )
 
     def _lookup(self, token: str) -> Principal | None:
         row = find_token(self._engine, token)
@@ -55,28 +53,7 @@ class TokenResolver:
         return Principal(row.id, row.organization_id, frozenset(row.scopes), row.rate_limit)
 
     async def resolve(self, token: str) -> Principal | None:
-        key = hash_token(token)
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            principal = await anyio.to_thread.run_sync(self._lookup, token)
-        except DATABASE_DOWN:
-            known = self._verified.get(key)
-            if known is not None and now - known[0] <= self._stale:
-                return known[1]
-            raise
-        if len(self._cache) >= self._max:
-            self._cache.clear()
-        if len(self._verified) >= self._max:
-            self._verified.clear()
-        self._cache[key] = (now + self._ttl, principal)
-        if principal is None:
-            self._verified.pop(key, None)
-        else:
-            self._verified[key] = (now, principal)
-        return principal
+        return await self._cache.get(hash_token(token), lambda: self._lookup(token))
 
     async def active(self, token_id: str, scope: str) -> bool:
         """Whether the token ``token_id`` still exists unrevoked with ``scope`` (sessions made

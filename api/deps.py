@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-import anyio.to_thread
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from starlette.requests import Request
 
 from api.auth import TokenResolver
-from api.errors import DATABASE_DOWN
 from api.payment_events import PaymentEventProcessor
 from api.ratelimit import RateLimiter
+from api.read_cache import ReadCache
 from api.streams import StreamSlots
 from api.watch import Watchers
 from tollway.admin import WorkflowRecord, find_workflow
@@ -25,34 +21,6 @@ from tollway.local_bank import LocalBank
 from tollway.settings import Settings, secret_value
 from tollway.tables import WebhookEndpoint
 
-T = TypeVar("T")
-
-
-class _TtlCache(Generic[T]):
-    """Values read from the database, kept ``ttl`` seconds; while the database is down, what
-    was read within ``stale`` seconds is used."""
-
-    def __init__(self, ttl: float, stale: float = 0.0) -> None:
-        self._ttl = ttl
-        self._stale = stale
-        self._cache: dict[str, tuple[float, T]] = {}
-
-    async def get(self, key: str, load: Callable[[], T]) -> T:
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            value = await anyio.to_thread.run_sync(load)
-        except DATABASE_DOWN:
-            if hit is not None and now - hit[0] <= self._stale:
-                return hit[1]
-            raise
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self._ttl, value)
-        return value
-
 
 class WorkflowCatalog:
     """Current workflow versions, cached for a few seconds (edits apply within ``ttl``); while
@@ -60,7 +28,7 @@ class WorkflowCatalog:
 
     def __init__(self, engine: Engine, ttl: float, stale: float = 300.0) -> None:
         self._engine = engine
-        self._cache: _TtlCache[WorkflowRecord | None] = _TtlCache(ttl, stale)
+        self._cache: ReadCache[WorkflowRecord | None] = ReadCache(ttl, stale)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         if len(workflow_id) > 40:  # no id of ours: not worth a query
@@ -75,7 +43,7 @@ class EndpointDirectory:
 
     def __init__(self, engine: Engine, ttl: float) -> None:
         self._engine = engine
-        self._cache: _TtlCache[bool] = _TtlCache(ttl)
+        self._cache: ReadCache[bool] = ReadCache(ttl)
 
     def _any(self, organization_id: str) -> bool:
         with Session(self._engine) as session:
