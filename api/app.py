@@ -73,16 +73,26 @@ def build_deps(
         ledger=OrderLedger(engine),
     )
     polls = metrics.watch_polls.inc if metrics is not None else None
+
+    def loads(cache: str) -> Callable[[], None] | None:
+        return metrics.cache_loads.labels(cache).inc if metrics is not None else None
+
     watchers = Watchers(service, on_poll=polls)
     return Deps(
         settings=settings,
         engine=engine,
         service=service,
         tokens=TokenResolver(
-            engine, settings.auth_cache_seconds, stale=settings.auth_stale_seconds
+            engine,
+            settings.auth_cache_seconds,
+            stale=settings.auth_stale_seconds,
+            on_load=loads("tokens"),
         ),
         workflows=WorkflowCatalog(
-            engine, settings.auth_cache_seconds, stale=settings.auth_stale_seconds
+            engine,
+            settings.auth_cache_seconds,
+            stale=settings.auth_stale_seconds,
+            on_load=loads("workflows"),
         ),
         rate_limiter=RateLimiter(settings.rate_limit_storage),
         ledger=OrderLedger(engine),
@@ -99,7 +109,7 @@ def build_deps(
             settings.sse_max_streams_per_token, settings.sse_max_streams_per_address
         ),
         watchers=watchers,
-        endpoints=EndpointDirectory(engine, settings.auth_cache_seconds),
+        endpoints=EndpointDirectory(engine, settings.auth_cache_seconds, loads("endpoints")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -39,11 +40,20 @@ class TokenResolver:
     whenever the database answers."""
 
     def __init__(
-        self, engine: Engine, ttl: float, max_entries: int = 10_000, stale: float = 300.0
+        self,
+        engine: Engine,
+        ttl: float,
+        max_entries: int = 10_000,
+        stale: float = 300.0,
+        on_load: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._cache: ReadCache[Principal | None] = ReadCache(
-            ttl, stale, keep=lambda principal: principal is not None, max_entries=max_entries
+            ttl,
+            stale,
+            keep=lambda principal: principal is not None,
+            max_entries=max_entries,
+            on_load=on_load,
         )
 
     def _lookup(self, token: str) -> Principal | None:

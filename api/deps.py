@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -26,9 +27,15 @@ class WorkflowCatalog:
     """Current workflow versions, cached for a few seconds (edits apply within ``ttl``); while
     the database is down, what was read within ``stale`` seconds is used."""
 
-    def __init__(self, engine: Engine, ttl: float, stale: float = 300.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        ttl: float,
+        stale: float = 300.0,
+        on_load: Callable[[], None] | None = None,
+    ) -> None:
         self._engine = engine
-        self._cache: ReadCache[WorkflowRecord | None] = ReadCache(ttl, stale)
+        self._cache: ReadCache[WorkflowRecord | None] = ReadCache(ttl, stale, on_load=on_load)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         if len(workflow_id) > 40:  # no id of ours: not worth a query
@@ -41,9 +48,11 @@ class EndpointDirectory:
     then), cached like the workflows: an endpoint applies to executions created after it,
     within ``ttl``."""
 
-    def __init__(self, engine: Engine, ttl: float) -> None:
+    def __init__(
+        self, engine: Engine, ttl: float, on_load: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
-        self._cache: ReadCache[bool] = ReadCache(ttl)
+        self._cache: ReadCache[bool] = ReadCache(ttl, on_load=on_load)
 
     def _any(self, organization_id: str) -> bool:
         with Session(self._engine) as session:

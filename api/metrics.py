@@ -66,6 +66,13 @@ class Metrics:
             ["call"],
             registry=self.registry,
         )
+        self.cache_loads = Counter(
+            "tollway_cache_loads",
+            "Reads of the API's own database behind its caches, by cache (tokens, workflows, "
+            "endpoints): one per key per refresh, however many requests wait on it.",
+            ["cache"],
+            registry=self.registry,
+        )
         self.watch_polls = Counter(
             "tollway_watch_polls",
             "Views read by the shared execution watchers (one loop per watched execution, "

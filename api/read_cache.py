@@ -41,8 +41,10 @@ class ReadCache(Generic[T]):
         keep: Callable[[T], bool] = lambda value: True,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        on_load: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
+        self._on_load = on_load
         self._ttl = ttl
         self._stale = stale
         self._keep = keep
@@ -84,6 +86,8 @@ class ReadCache(Generic[T]):
 
     async def _load(self, key: str, load: Callable[[], T]) -> T:
         began = self._clock()
+        if self._on_load is not None:
+            self._on_load()
         try:
             value = await anyio.to_thread.run_sync(load)
         finally:

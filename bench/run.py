@@ -785,14 +785,41 @@ async def compare_temporal_http(s: Stack) -> Rounds:
         api.close()
 
 
-async def _calls(s: Stack) -> dict[str, float]:
+async def _counted(s: Stack, metric: str, label: str) -> dict[str, float]:
+    """One of the API's labelled counters, by label value, from its /metrics."""
     text = (await s.http.get("/metrics")).text
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("tollway_temporal_calls_total{"):
-            name = line.split('call="', 1)[1].split('"', 1)[0]
+        if line.startswith(f"{metric}_total{{"):
+            name = line.split(f'{label}="', 1)[1].split('"', 1)[0]
             out[name] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+async def _calls(s: Stack) -> dict[str, float]:
+    return await _counted(s, "tollway_temporal_calls", "call")
+
+
+async def _cache_loads(s: Stack) -> tuple[dict[str, float], float]:
+    """The API's database reads behind its caches, and its free starts, so far."""
+    return await _counted(s, "tollway_cache_loads", "cache"), (await _calls(s)).get(
+        "start_workflow", 0.0
+    )
+
+
+def cache_loads_line(
+    before: tuple[dict[str, float], float], after: tuple[dict[str, float], float]
+) -> str:
+    """Database reads behind the API's caches per 1 000 HTTP creates (token, workflow and
+    endpoints; one each per key and refresh, however many requests are in flight)."""
+    starts = max(after[1] - before[1], 1.0)
+    shown = ", ".join(
+        f"{name} {(after[0][name] - before[0].get(name, 0.0)) * 1000 / starts:.1f}"
+        for name in sorted(after[0])
+    )
+    return (
+        f"create comparison: the API's database reads behind its caches, per 1000 creates: {shown}"
+    )
 
 
 async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
@@ -831,7 +858,9 @@ async def calls_per_operation(s: Stack) -> dict[str, dict[str, float]]:
 
 async def main() -> None:
     async with stack() as s:
+        loads_before = await _cache_loads(s)
         creates = await compare_creates(s)
+        loads = cache_loads_line(loads_before, await _cache_loads(s))
         priced = await compare_priced_creates(s)
         views = await compare_views(s)
         calls = await calls_per_operation(s)
@@ -842,6 +871,7 @@ async def main() -> None:
     print(describe_layout())
     print(f"gRPC compression to Temporal, the raw client's as the API's: {GRPC_COMPRESSION}")
     report(creates, views)
+    print(loads)
     p = {k: _summary(v) for k, v in priced.items()}
     print(
         f"priced create (update-with-start, answered after the workflow's first task), "

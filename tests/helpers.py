@@ -121,12 +121,17 @@ async def create(
 
 @asynccontextmanager
 async def api_client(
-    settings: Settings, client: Client, engine: Engine, timeout: float = 5.0
+    settings: Settings, client: Client, engine: Engine, timeout: float = 5.0, metrics: bool = False
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with these settings, driven in the test's event loop."""
+    """The API app with these settings, driven in the test's event loop; ``metrics``: its
+    dependencies count into the app's /metrics, as in a served app."""
     from api.app import build_deps, create_app
+    from api.metrics import Metrics
 
-    app = create_app(settings, build_deps(settings, client, engine))
+    counted = Metrics() if metrics else None
+    app = create_app(settings, build_deps(settings, client, engine, counted))
+    if counted is not None:
+        app.state.metrics = counted
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://tollway.test", timeout=timeout
     ) as http:

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from api.read_cache import ReadCache
 from tests.conftest import make_settings
 from tests.helpers import api_client, create, make_tenant
+from tests.test_metrics import samples
 from tollway.settings import Settings
 
 
@@ -247,7 +248,8 @@ async def test_concurrent_creates_with_cold_caches_read_each_row_once(
 ) -> None:
     """Through the app: 32 creates at once by one token, for one workflow, with nothing cached
     yet, read the token, the workflow and the organization's webhook endpoints once each
-    (each create had made its own three queries when the caches ran out together)."""
+    (each create had made its own three queries when the caches ran out together), and
+    /metrics counts those reads (``tollway_cache_loads_total``, which the bench prints)."""
     tenant = make_tenant(engine)
     cached = make_settings(
         database_url, temporal_address, task_queue=settings.task_queue, auth_cache_seconds=30.0
@@ -259,13 +261,20 @@ async def test_concurrent_creates_with_cold_caches_read_each_row_once(
 
     event.listen(engine, "before_cursor_execute", seen)
     try:
-        async with api_client(cached, client, engine, timeout=30) as http:
+        async with api_client(cached, client, engine, timeout=30, metrics=True) as http:
             answers = await asyncio.gather(
                 *(create(http, tenant, tenant.free_wf) for _ in range(32))
             )
+            exposed = samples((await http.get("/metrics")).text)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert [a.status_code for a in answers] == [200] * 32, [a.text for a in answers]
     for table in ("api_token", "workflow_version", "webhook_endpoint"):
         reads = [s for s in statements if f"FROM {table}" in s]
         assert len(reads) == 1, (table, statements)
+    loads = {
+        dict(labels)["cache"]: value
+        for (name, labels), value in exposed.items()
+        if name == "tollway_cache_loads_total"
+    }
+    assert loads == {"tokens": 1.0, "workflows": 1.0, "endpoints": 1.0}
