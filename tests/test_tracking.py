@@ -264,3 +264,58 @@ async def test_events_need_a_token_that_opens_the_execution(
     path = f"/v1/public/executions/{data['execution']['id']}/events"
     assert (await http.get(path)).status_code == 401
     assert (await http.get(path, headers=other_tenant.auth)).status_code == 404
+
+
+class _ClosesBeforeAListing:
+    """The real client, except that the first listing matching ``before`` (the open or the
+    closed executions) runs only once ``close`` has closed an execution and visibility shows
+    it closed: the moment between a page's two reads."""
+
+    def __init__(self, client: Client, close: Any, closed_id: str, before: str) -> None:
+        self._client, self._close, self._closed_id = client, close, closed_id
+        self._before, self._armed = before, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def list_workflows(self, query: str, **kw: Any) -> Any:
+        if not (self._armed and self._before in query):
+            return self._client.list_workflows(query, **kw)
+        self._armed = False
+
+        async def rows() -> Any:
+            await self._close()
+            closed = f"WorkflowId = '{self._closed_id}' AND ExecutionStatus != 'Running'"
+            for _ in range(200):
+                if (await self._client.count_workflows(closed)).count:
+                    break
+                await asyncio.sleep(0.05)
+            async for row in self._client.list_workflows(query, **kw):
+                yield row
+
+        return rows()
+
+
+@pytest.mark.parametrize("before", ["ExecutionStatus = 'Running'", "ExecutionStatus != 'Running'"])
+async def test_an_execution_closing_while_a_page_is_read_is_on_it_once(
+    http: httpx.AsyncClient, tenant: Tenant, client: Client, before: str
+) -> None:
+    """A page reads open executions and closed ones. One that closes between those reads
+    is on the page once: read side by side, the closed listing could run before it closed
+    and the open one after (on neither); read one after the other, it can be on both."""
+    made = [(await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]["id"]]
+    made += [(await create(http, tenant, tenant.priced_wf)).json()["data"]["execution"]["id"]]
+    query = " OR ".join(f"WorkflowId = '{i}'" for i in made)
+    await eventually(lambda: client.count_workflows(query), lambda c: c.count == 2)
+    target = made[0]
+
+    async def close() -> None:
+        response = await http.post(f"/v1/public/executions/{target}/cancel", headers=tenant.auth)
+        assert response.status_code == 200, response.text
+        await client.get_workflow_handle(target).result()
+
+    wrapped = _ClosesBeforeAListing(client, close, target, before)
+    page = await tollway.newest_first.newest_page(wrapped, f"({query})", 5, None)  # type: ignore[arg-type]
+    assert sorted(r.id for r in page.rows) == sorted(made)  # each once
+    assert page.after is None
+    await http.post(f"/v1/public/executions/{made[1]}/cancel", headers=tenant.auth)

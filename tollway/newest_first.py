@@ -3,7 +3,7 @@
 Temporal's SQL visibility stores (SQLite, PostgreSQL, MySQL) refuse ``ORDER BY``: they answer
 open executions first, newest start first, then closed executions by when they *closed*. Two
 executions that finish out of order would list out of creation order. So the order is rebuilt
-from two listings read side by side (two calls in the common case):
+from two listings read one after the other, open first (two calls in the common case):
 
 * the first ``want = limit + 1`` open executions: already in creation order;
 * closed executions in closing order, read until one closed before the ``want``-th newest
@@ -21,7 +21,6 @@ microsecond, so that ties are neither repeated nor lost.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import json
 from collections.abc import Sequence
@@ -102,12 +101,20 @@ async def newest_page(client: Client, query: str, limit: int, previous: Position
     if previous is not None:
         query = f"{query} AND {previous.condition()}"
     want = limit + 1
-    open_rows, (closed_rows, floor, cut_short) = await asyncio.gather(
-        _first(client, f"{query} AND {_OPEN}", want),
-        _closed_down_to_newest(client, f"{query} AND {_CLOSED}", want),
+    # Open first, then closed, one after the other: an execution that closes between the two
+    # reads is in both (kept once, as closed). Read side by side, it could be in neither: the
+    # open listing read after it closed and the closed listing before.
+    open_rows = await _first(client, f"{query} AND {_OPEN}", want)
+    closed_rows, floor, cut_short = await _closed_down_to_newest(
+        client, f"{query} AND {_CLOSED}", want
     )
     complete = floor is None and len(open_rows) < want
-    rows = [r for r in [*open_rows, *closed_rows] if floor is None or r.start_time > floor]
+    closed_runs = {r.run_id for r in closed_rows}
+    rows = [
+        r
+        for r in [*(o for o in open_rows if o.run_id not in closed_runs), *closed_rows]
+        if floor is None or r.start_time > floor
+    ]
     if cut_short and len(rows) < want:
         assert floor is not None
         below, complete = await _window_below(client, query, floor, want - len(rows))
