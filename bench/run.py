@@ -785,11 +785,10 @@ async def compare_temporal_http(s: Stack) -> Rounds:
         api.close()
 
 
-async def _counted(s: Stack, metric: str, label: str) -> dict[str, float]:
-    """One of the API's labelled counters, by label value, from its /metrics."""
-    text = (await s.http.get("/metrics")).text
+def _counted(metrics: str, metric: str, label: str) -> dict[str, float]:
+    """One of the API's labelled counters, by label value, from its /metrics text."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in metrics.splitlines():
         if line.startswith(f"{metric}_total{{"):
             name = line.split(f'{label}="', 1)[1].split('"', 1)[0]
             out[name] = float(line.rsplit(" ", 1)[1])
@@ -797,14 +796,15 @@ async def _counted(s: Stack, metric: str, label: str) -> dict[str, float]:
 
 
 async def _calls(s: Stack) -> dict[str, float]:
-    return await _counted(s, "tollway_temporal_calls", "call")
+    return _counted((await s.http.get("/metrics")).text, "tollway_temporal_calls", "call")
 
 
 async def _cache_loads(s: Stack) -> tuple[dict[str, float], float]:
-    """The API's database reads behind its caches, and its free starts, so far."""
-    return await _counted(s, "tollway_cache_loads", "cache"), (await _calls(s)).get(
-        "start_workflow", 0.0
-    )
+    """The API's database reads behind its caches, and its free starts, so far (one read of
+    its /metrics)."""
+    metrics = (await s.http.get("/metrics")).text
+    starts = _counted(metrics, "tollway_temporal_calls", "call").get("start_workflow", 0.0)
+    return _counted(metrics, "tollway_cache_loads", "cache"), starts
 
 
 def cache_loads_line(
