@@ -590,7 +590,7 @@ IDLE_GAP = 0.005
 events (a request, a Temporal answer) arrives about this long after the one before."""
 
 
-async def idle_cost(s: Stack, hot: int = 1000, spaced: int = 300) -> dict[str, float]:
+async def idle_cost(s: Stack, hot: int = 1000, spaced: int = 300) -> dict[str, float] | None:
     """What waking from idle costs on this machine, in µs of CPU: the API's event loop per
     ``GET /healthz`` sent back to back and sent ``IDLE_GAP`` after the previous answer, and
     this process's own loop per bare ``asyncio.sleep(IDLE_GAP)``. On a VM whose CPUs halt
@@ -611,7 +611,9 @@ async def idle_cost(s: Stack, hot: int = 1000, spaced: int = 300) -> dict[str, f
     return {"hot": back_to_back, "spaced": after_idle, "wake": own / spaced * 1e6}
 
 
-def idle_cost_line(cost: dict[str, float]) -> str:
+def idle_cost_line(cost: dict[str, float] | None) -> str:
+    if cost is None:
+        return "waking from idle on this machine: not measured (no /proc/<pid>/schedstat)"
     return (
         f"waking from idle on this machine (µs of CPU): the API's loop per GET /healthz "
         f"{cost['hot']:.0f} back to back, {cost['spaced']:.0f} after {IDLE_GAP * 1000:.0f} ms "
