@@ -191,8 +191,8 @@ class _TemporalCall:
     :class:`ExecutionNotRunning`; anything else is a real fault and propagates.
 
     A class rather than an ``@asynccontextmanager``: it sits on every create and webhook,
-    and the generator machinery of the latter cost about 40 µs of CPU per call on this
-    machine when the loop wakes cold (docs/bench.md, eleventh pass)."""
+    and the latter's generator machinery cost 15–25 µs more CPU per call on this machine when
+    the loop wakes cold (docs/bench.md, eleventh pass)."""
 
     __slots__ = ("_timeout",)
 
