@@ -926,6 +926,7 @@ async def main() -> None:
         f"  p99 {p['http']['p99']:6.1f} ms\n"
         f"  throughput ratio HTTP/raw = {p['http']['rate'] / p['raw']['rate']:.2f}  (aim >= 0.95)\n"
         f"  p99 ratio HTTP/raw = {p['http']['p99'] / p['raw']['p99']:.2f}  (aim <= 1.2)\n"
+        f"  throughput ratio HTTP/raw {round_ratios(priced, 'http', 'raw')}\n"
         f"  the machine's CPUs busy while each side ran: {machine_busy('priced')}\n"
         "  CPU per create by process (ms), during the rounds and until cleared:\n"
         + "\n".join(process_cpu("priced"))
@@ -944,6 +945,8 @@ async def main() -> None:
         f"  Tollway HTTP POST                   {ours['rate']:7.1f}/s  p50 {ours['p50']:6.1f} ms\n"
         f"  throughput ratio Tollway/Temporal HTTP = {ours['rate'] / same['rate']:.2f}"
         f"  (aim >= 1; against the bare start {ours['rate'] / bare['rate']:.2f})\n"
+        f"  throughput ratio Tollway/Temporal HTTP "
+        f"{round_ratios(temporal_http, 'http', 'temporal_http')}\n"
         f"  the bench process's CPU per create: {caller_cpu('temporal_http')}\n"
         f"  the machine's CPUs busy while each side ran: {machine_busy('temporal_http')}\n"
         "  CPU per create by process (ms), during the rounds and until drained:\n"
@@ -966,6 +969,16 @@ async def main() -> None:
         f"payment webhook -> first status event on an open stream, {len(webhook)} rounds: "
         f"p50 {_pct(webhook, 0.5):.0f} ms  p99 {_pct(webhook, 0.99):.0f} ms"
     )
+
+
+def round_ratios(rounds: Rounds, side: str, against: str) -> str:
+    """Each round's throughput ratio ``side``/``against``, in order (round n of each side ran
+    next to the other's round n), and their range: how far one run's figure can move with
+    the machine while the code stays the same."""
+    pairs = zip(rounds[side], rounds[against], strict=True)
+    ratios = [mine / theirs for (mine, _), (theirs, _) in pairs]
+    shown = " ".join(f"{r:.2f}" for r in ratios)
+    return f"per round {shown} (range {min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def _summary(runs: list[tuple[float, list[float]]]) -> dict[str, float]:
@@ -995,6 +1008,7 @@ def report_lines(creates: dict[str, Any], views: dict[str, Any]) -> list[str]:
         f"  throughput ratio HTTP/raw = {c['http']['rate'] / c['raw']['rate']:.2f}  (aim >= 0.95;"
         f" via aiohttp {c['http_aiohttp']['rate'] / c['raw']['rate']:.2f})",
         f"  p99 ratio HTTP/raw = {c['http']['p99'] / c['raw']['p99']:.2f}  (aim <= 1.2)",
+        "  throughput ratio HTTP/raw " + round_ratios(creates, "http", "raw"),
         "  the bench process's CPU per create (the caller's, on the cores the server shares): "
         + caller_cpu("create"),
         "  the machine's CPUs busy while each side ran: " + machine_busy("create"),
