@@ -973,8 +973,8 @@ async def main() -> None:
 
 def round_ratios(rounds: Rounds, side: str, against: str) -> str:
     """Each round's throughput ratio ``side``/``against``, in order (round n of each side ran
-    next to the other's round n), and their range: how far one run's figure can move with
-    the machine while the code stays the same."""
+    in the same pass over the sides as the other's round n), and their range: how far one
+    run's figure can move with the machine while the code stays the same."""
     pairs = zip(rounds[side], rounds[against], strict=True)
     ratios = [mine / theirs for (mine, _), (theirs, _) in pairs]
     shown = " ".join(f"{r:.2f}" for r in ratios)
