@@ -595,7 +595,10 @@ async def idle_cost(s: Stack, hot: int = 1000, spaced: int = 300) -> dict[str, f
     ``GET /healthz`` sent back to back and sent ``IDLE_GAP`` after the previous answer, and
     this process's own loop per bare ``asyncio.sleep(IDLE_GAP)``. On a VM whose CPUs halt
     when idle, code that runs after a pause finds cold caches: the spaced figure, not the
-    back-to-back one, is what the API's code costs under the bench's load."""
+    back-to-back one, is what the API's code costs under the bench's load. None where the
+    kernel keeps no per-thread scheduler statistics (``CONFIG_SCHEDSTATS`` off)."""
+    if not Path(f"/proc/{s.api.pid}/schedstat").exists():
+        return None
     await _drive(200, 1, lambda i: _get(s, "/healthz"))  # warm
     before = _main_thread_ns(s.api.pid)
     for _ in range(hot):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
-from bench.run import round_ratios
+from bench.run import Stack, idle_cost, idle_cost_line, round_ratios
 
 
 def test_each_rounds_ratio_in_order_and_their_range() -> None:
@@ -19,3 +24,16 @@ def test_each_rounds_ratio_in_order_and_their_range() -> None:
 def test_sides_with_different_round_counts_are_refused() -> None:
     with pytest.raises(ValueError):
         round_ratios({"raw": [(1.0, []), (2.0, [])], "http": [(1.0, [])]}, "http", "raw")
+
+
+async def test_the_idle_line_says_not_measured_without_schedstat() -> None:
+    """A process with no /proc/<pid>/schedstat (here: no such process) is not measured, and
+    nothing is sent to it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stack = cast(Stack, SimpleNamespace(api=SimpleNamespace(pid=gone.pid), caller=None))
+    cost = await idle_cost(stack)
+    assert cost is None
+    assert idle_cost_line(cost) == (
+        "waking from idle on this machine: not measured (no /proc/<pid>/schedstat)"
+    )
