@@ -41,6 +41,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.bodies import CreateExecutionBody
 from api.http_protocol import PROTOCOL
+from bench import floor_front as floor
 from bench.caller import IDLE_SECONDS, Caller
 from tollway import admin
 from tollway.admin import WorkflowRecord
@@ -256,6 +257,15 @@ async def _wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _uvicorn(factory: str, port: int) -> list[str]:
+    """The API as the bench runs it (and the floor front beside it): uvicorn with uvloop and
+    the API's protocol, no access log."""
+    return [
+        sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
+        "--port", str(port), "--no-access-log", "--log-level", "warning", "--http", PROTOCOL,
+    ]  # fmt: skip
+
+
 @dataclass
 class Stack:
     """One dev server, one worker and one API, with a bench organization and its workflows."""
@@ -280,6 +290,7 @@ class Stack:
     webhook_secret: str
     temporal_http_port: int  # Temporal's own HTTP API on the same dev server
     token_id: str  # the bench token's id: the raw side starts as that token's creates do
+    env: dict[str, str]  # the API's environment: the floor front (bench/floor_front.py) runs in it
 
 
 @asynccontextmanager
@@ -362,12 +373,8 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
         api_command = (
             [*tollway, "api", "--port", str(api_port)]
             if production
-            else [
-                sys.executable, "-m", "uvicorn", "api.app:serve_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(api_port),
-                "--no-access-log", "--log-level", "warning", "--http", PROTOCOL,
-            ]
-        )  # fmt: skip
+            else _uvicorn("api.app:serve_app", api_port)
+        )
         api = subprocess.Popen(api_command, env=env, stdout=logs, stderr=logs)
         procs.append(api)
         WATCHED.update(temporal=procs[0].pid, worker=worker.pid, api=api.pid)
@@ -391,7 +398,7 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
                 yield Stack(
                     client, http, caller, aio, org.id, wf.id, priced.id, record, task_queue,
                     api, worker, engine, generated["TOLLWAY_LOCAL_WEBHOOK_SECRET"].split(",")[0],
-                    temporal_http_port, token_row.id,
+                    temporal_http_port, token_row.id, env,
                 )  # fmt: skip
             finally:
                 caller.close()
@@ -403,9 +410,14 @@ async def stack(production: bool = False) -> AsyncIterator[Stack]:
 
 
 def creator(
-    s: Stack, workflow_id: str | None = None, made: list[str] | None = None, aio: bool = False
+    s: Stack,
+    workflow_id: str | None = None,
+    made: list[str] | None = None,
+    aio: bool = False,
+    caller: Caller | None = None,
 ) -> Callable[[int], Awaitable[None]]:
-    """POSTs of new executions through the bench's caller, or through aiohttp with ``aio``."""
+    """POSTs of new executions through the bench's caller (or ``caller``: the floor front's),
+    or through aiohttp with ``aio``."""
     run_id = uuid.uuid4().hex[:6]
     path = f"/v1/public/workflows/{workflow_id or s.workflow_id}/executions"
 
@@ -422,7 +434,7 @@ def creator(
             async with s.aio.post(path, json=body(i)) as r:
                 status, answer = r.status, await r.json()
         else:
-            status, answer = await s.caller.post_json(path, body(i))
+            status, answer = await (caller or s.caller).post_json(path, body(i))
         assert status == 200, answer
         if made is not None:
             made.append(answer["data"]["execution"]["id"])
@@ -778,12 +790,42 @@ async def compare_payments(s: Stack, rounds: int = 30) -> dict[str, list[float]]
     return out
 
 
+@asynccontextmanager
+async def floor_front(s: Stack) -> AsyncIterator[Caller]:
+    """The least front in Tollway's shape (bench/floor_front.py) in a process of its own beside
+    the API, in the API's environment, watched like it; a caller for it."""
+    port = _port()
+    env = {
+        **s.env,
+        floor.ORGANIZATION_ENV: s.org_id,
+        floor.TOKEN_ENV: s.token_id,
+        floor.WORKFLOW_ENV: s.workflow_id,
+    }
+    proc = subprocess.Popen(
+        _uvicorn("bench.floor_front:serve", port),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    caller = Caller("127.0.0.1", port, {}, CONCURRENCY)
+    try:
+        await _wait_http(f"http://127.0.0.1:{port}/")
+        WATCHED["floor"] = proc.pid
+        yield caller
+    finally:
+        WATCHED.pop("floor", None)
+        caller.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 async def compare_temporal_http(s: Stack) -> Rounds:
     """Tollway's create against starting the same workflow through Temporal's own HTTP API
     (``start-dev --http-port``) on the same server, at the same concurrency, through the
     same caller. ``temporal_http`` makes the start Tollway makes (its search attributes,
     summary, details, task timeout and reuse policy: the shared part serialised once, as a
-    careful caller would); ``temporal_http_bare`` only the type, queue and input."""
+    careful caller would); ``temporal_http_bare`` only the type, queue and input; ``floor``
+    is the same create through the least front in Tollway's shape (bench/floor_front.py)."""
     run_id = uuid.uuid4().hex[:6]
     converter = s.client.data_converter
     started: list[str] = []
@@ -819,13 +861,15 @@ async def compare_temporal_http(s: Stack) -> Rounds:
         await asyncio.gather(*(s.client.get_workflow_handle(i).result() for i in started))
         started.clear()
 
-    sides = {
-        "temporal_http": starter(shared),
-        "temporal_http_bare": starter(bare),
-        "http": creator(s, made=started),
-    }
     try:
-        return await _rounds("temporal_http", sides, drain)
+        async with floor_front(s) as least:
+            sides = {
+                "temporal_http": starter(shared),
+                "temporal_http_bare": starter(bare),
+                "http": creator(s, made=started),
+                "floor": creator(s, made=started, caller=least),
+            }
+            return await _rounds("temporal_http", sides, drain)
     finally:
         api.close()
 
@@ -939,17 +983,24 @@ async def main() -> None:
         shown = ", ".join(f"{k} {int(v)}" for k, v in sorted(counted.items()))
         print(f"  {name:14s} {int(sum(counted.values()))}  ({shown})")
     t = {k: _summary(v) for k, v in temporal_http.items()}
-    same, bare, ours = t["temporal_http"], t["temporal_http_bare"], t["http"]
+    same, bare, ours, least = (
+        t["temporal_http"], t["temporal_http_bare"], t["http"], t["floor"]
+    )  # fmt: skip
     print(
         f"create vs Temporal's own HTTP API (start workflow), concurrency {CONCURRENCY}, "
         f"the same caller:\n"
         f"  Temporal HTTP API, Tollway's start  {same['rate']:7.1f}/s  p50 {same['p50']:6.1f} ms\n"
         f"  Temporal HTTP API, bare start       {bare['rate']:7.1f}/s  p50 {bare['p50']:6.1f} ms\n"
         f"  Tollway HTTP POST                   {ours['rate']:7.1f}/s  p50 {ours['p50']:6.1f} ms\n"
+        f"  the least front (bench/floor_front) {least['rate']:7.1f}/s  "
+        f"p50 {least['p50']:6.1f} ms\n"
         f"  throughput ratio Tollway/Temporal HTTP = {ours['rate'] / same['rate']:.2f}"
         f"  (aim >= 1; against the bare start {ours['rate'] / bare['rate']:.2f})\n"
         f"  throughput ratio Tollway/Temporal HTTP "
         f"{round_ratios(temporal_http, 'http', 'temporal_http')}\n"
+        f"  throughput ratio least front/Temporal HTTP = {least['rate'] / same['rate']:.2f}, "
+        f"{round_ratios(temporal_http, 'floor', 'temporal_http')}\n"
+        f"  throughput ratio Tollway/least front = {ours['rate'] / least['rate']:.2f}\n"
         f"  the bench process's CPU per create: {caller_cpu('temporal_http')}\n"
         f"  the machine's CPUs busy while each side ran: {machine_busy('temporal_http')}\n"
         "  CPU per create by process (ms), during the rounds and until drained:\n"
