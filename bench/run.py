@@ -801,12 +801,8 @@ async def floor_front(s: Stack) -> AsyncIterator[Caller]:
         floor.TOKEN_ENV: s.token_id,
         floor.WORKFLOW_ENV: s.workflow_id,
     }
-    proc = subprocess.Popen(
-        _uvicorn("bench.floor_front:serve", port),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Its warnings and a failed start-up go to the bench's own stderr.
+    proc = subprocess.Popen(_uvicorn("bench.floor_front:serve", port), env=env)
     caller = Caller("127.0.0.1", port, {}, CONCURRENCY)
     try:
         await _wait_http(f"http://127.0.0.1:{port}/")
