@@ -28,7 +28,7 @@ from tollway import admin
 from tollway.admin import WorkflowRecord
 from tollway.db import make_engine
 from tollway.direct_calls import DirectCalls
-from tollway.executions import CreateCommand, plan_start
+from tollway.executions import CreateCommand, StartPlan, plan_start
 from tollway.settings import Settings
 from tollway.temporal import connect
 from workflows.models import ExecutionRequest
@@ -61,18 +61,35 @@ class FloorFront:
             await _answer(send, b"ok", [(b"content-type", b"text/plain")])
             return
         body = CreateExecutionBody.model_validate_json(await _body(receive))
-        command = CreateCommand(
-            organization_id=self._organization_id,
-            initiated_by_id=self._token_id,
-            workflow=self._record,
-            request=ExecutionRequest(**body.model_dump()),
-            fingerprint=body.fingerprint(),
-        )
         settings = self._settings
-        plan = plan_start(command, settings.task_queue, settings.public_base_url, datetime.now(UTC))
+        plan = plan_create(
+            body, self._organization_id, self._token_id, self._record,
+            settings.task_queue, settings.public_base_url,
+        )  # fmt: skip
         eid = plan.input.execution_id
         await self._direct.start(plan.shape, eid, [plan.input], plan.own)
         await _answer(send, json.dumps({"data": {"execution": {"id": eid}}}).encode(), _JSON)
+
+
+def plan_create(
+    body: CreateExecutionBody,
+    organization_id: str,
+    token_id: str,
+    record: WorkflowRecord,
+    task_queue: str,
+    public_base_url: str,
+) -> StartPlan:
+    """The start the API plans for this body (its key in the body) from this caller: the
+    same input, fingerprint, search attributes, summary and details, by the API's own
+    ``plan_start``. The bench's raw sides plan theirs with it too."""
+    command = CreateCommand(
+        organization_id=organization_id,
+        initiated_by_id=token_id,
+        workflow=record,
+        request=ExecutionRequest(**body.model_dump()),
+        fingerprint=body.fingerprint(),
+    )
+    return plan_start(command, task_queue, public_base_url, datetime.now(UTC))
 
 
 async def _body(receive: Receive) -> bytes:

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,13 @@ from tollway.db import make_engine
 from tollway.definitions import parse_definition
 from tollway.devstack import dev_secrets
 from tollway.direct_calls import DirectCalls
-from tollway.executions import CreateCommand, StartPlan, plan_start
+from tollway.executions import StartPlan
 from tollway.migrate import migrate
 from tollway.settings import Settings
 from tollway.temporal import COMPRESSION
 from tollway.temporal_server import start_dev_command
 from workflows.execution import EXECUTION_WORKFLOW, ExecutionWorkflow
-from workflows.models import AttachInput, ExecutionRequest
+from workflows.models import AttachInput
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 # Rounds alternate between the sides; this VM's speed drifts by 10-15 % from one round to
@@ -449,14 +448,9 @@ def _plan(s: Stack, key: str, n: int, record: WorkflowRecord | None = None) -> S
     body = CreateExecutionBody(
         sourceSystem="bench", sourceEntityType="n", idempotencyKey=key, requestPayload={"n": n}
     )
-    command = CreateCommand(
-        organization_id=s.org_id,
-        initiated_by_id=s.token_id,
-        workflow=record or s.record,
-        request=ExecutionRequest(**body.model_dump()),
-        fingerprint=body.fingerprint(),
+    return floor.plan_create(
+        body, s.org_id, s.token_id, record or s.record, s.task_queue, PUBLIC_BASE_URL
     )
-    return plan_start(command, s.task_queue, PUBLIC_BASE_URL, datetime.now(UTC))
 
 
 async def compare_creates(s: Stack) -> Rounds:
